@@ -1,0 +1,248 @@
+//! The one binary. Each subcommand is a function here or in a module named for it; `main` only
+//! parses and dispatches, and anyhow lives only at this edge.
+
+pub mod audit;
+pub mod client;
+pub mod demo;
+pub mod dev;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "signaalpoort", version, about = "Consent-checked signal exchange between agencies around one family, with a tamper-evident access log")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway with a configuration file.
+    Serve {
+        #[arg(long, short, env = "SIGNAALPOORT_CONFIG", default_value = "signaalpoort.toml")]
+        config: PathBuf,
+    },
+    /// Everything on this machine: dev PKI (if absent), config, gateway on SQLite, and the demo story.
+    Dev(dev::DevArgs),
+    /// Replay the 2015 scenario against a running gateway, as the example agencies.
+    Demo(demo::DemoArgs),
+    /// The development PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Validate a configuration, its certificates and keys; says exactly what is wrong.
+    CheckConfig {
+        #[arg(long, short, env = "SIGNAALPOORT_CONFIG", default_value = "signaalpoort.toml")]
+        config: PathBuf,
+    },
+    /// Run database migrations and exit (replicas may also migrate on start).
+    Migrate {
+        /// sqlite://PATH or postgres://...; default: the config's database.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, short, env = "SIGNAALPOORT_CONFIG", default_value = "signaalpoort.toml")]
+        config: PathBuf,
+    },
+    /// Exit 0 when the gateway's admin /readyz answers 200 (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:7444")]
+        admin: String,
+    },
+    /// Print the policy table (Markdown), as the gateway runs it.
+    Policy,
+    /// Tools for security and privacy officers.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PkiCommand {
+    /// Generate a dev CA, a server certificate, one client certificate per example agency and the
+    /// negative fixtures tests use. Keys are written with mode 0600 into a git-ignored folder.
+    Init {
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// Replace an existing PKI.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `serve` logs as its configuration says (JSON in containers); everything else for a terminal.
+    let json = match &cli.command {
+        Command::Serve { config } => signaalpoort_server::Config::load(config).is_ok_and(|c| c.server.log_json),
+        _ => false,
+    };
+    init_tracing(json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGNAALPOORT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.compact().try_init() };
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = signaalpoort_server::Config::load(&config)?;
+            serve_until_signal(config).await?;
+        }
+        Command::Dev(args) => dev::run(args).await?,
+        Command::Demo(args) => demo::run_against(&args).await?,
+        Command::Pki { command: PkiCommand::Init { dir, force } } => {
+            dev::init_pki(&dir, force)?;
+            println!("dev PKI written to {} (git-ignored; never commit keys)", dir.display());
+        }
+        Command::CheckConfig { config } => return check_config(&config),
+        Command::Migrate { database_url, config } => {
+            let url = match database_url {
+                Some(u) => u,
+                None => signaalpoort_server::Config::load(&config)?.database_url(),
+            };
+            signaalpoort_store::Store::migrate(&url).await.context("migrating")?;
+            println!("migrations applied to {}", redact_url(&url));
+        }
+        Command::Healthcheck { admin } => return healthcheck(&admin).await,
+        Command::Policy => print!("{}", signaalpoort_core::policy::policy_table_markdown()),
+        Command::Audit { command } => return audit::run(command).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn serve_until_signal(config: signaalpoort_server::Config) -> anyhow::Result<()> {
+    let running = signaalpoort_server::start(config, Arc::new(signaalpoort_server::SystemClock)).await?;
+    wait_for_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match signaalpoort_server::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration {} is invalid:\n{e}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    signaalpoort_tls::install_crypto_provider();
+    let files = signaalpoort_tls::TlsFiles {
+        cert_chain: config.tls.cert.clone(),
+        private_key: config.tls.key.clone(),
+        client_ca: config.tls.client_ca.clone(),
+        crls: config.tls.crls.clone(),
+    };
+    if let Err(e) = signaalpoort_tls::ReloadableTls::load(files) {
+        eprintln!("configuration {} is invalid:\ntls: {e}", path.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    for (what, p) in [
+        ("pseudonym key", signaalpoort_server::keys::pseudonym_key_path(&config.server.data_dir)),
+        ("checkpoint key", signaalpoort_server::keys::checkpoint_key_path(&config.server.data_dir)),
+    ] {
+        if p.exists() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&p)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    eprintln!("{what} {} is readable by group or others (mode {:o}); run chmod 600", p.display(), mode & 0o777);
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        } else {
+            println!("note: {what} {} does not exist yet; it is created on first start", p.display());
+        }
+    }
+    println!(
+        "configuration {} is valid: {} agencies, store {}, listening on {}",
+        path.display(),
+        config.agencies.len(),
+        redact_url(&config.database_url()),
+        config.server.listen
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn healthcheck(admin: &str) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await?;
+        stream
+            .write_all(format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok(response)) if response.starts_with(b"HTTP/1.1 200") => Ok(ExitCode::SUCCESS),
+        Ok(Ok(response)) => {
+            eprintln!("not ready: {}", String::from_utf8_lossy(&response).lines().last().unwrap_or_default());
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(e)) => {
+            eprintln!("admin endpoint {admin} unreachable: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("admin endpoint {admin} did not answer within 5 s");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The access log: one record per call, chained by SHA-256, with Ed25519-signed checkpoints over the
+//! chain head. Pure: records in, hashes and verdicts out; storage and clocks are the caller's.
+
+mod checkpoint;
+mod record;
+mod verify;
+
+pub use checkpoint::{CheckpointBody, CheckpointError, CheckpointSigner, SignedCheckpoint};
+pub use record::{
+    chain_hash, AccessRecord, DecisionCode, RecordDraft, RecordError, GENESIS_HASH,
+};
+pub use verify::{verify_export, Problem, ProblemKind, VerifyReport};

@@ -1,0 +1,146 @@
+//! Every error a caller can see, mapped to a gRPC status in exactly one place, with the google.rpc
+//! richer error model: BadRequest field violations, ErrorInfo with a reason from a closed set.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use signaalpoort_core::DenyReason;
+use signaalpoort_store::{Rejection, StoreError};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+pub const ERROR_DOMAIN: &str = "signaalpoort.nl";
+
+#[derive(Debug)]
+pub enum ApiError {
+    InvalidArgument(Vec<FieldViolation>),
+    PermissionDenied { reason: DenyReason, detail: Option<String> },
+    NotFound(String),
+    FailedPrecondition(String),
+    ResourceExhausted { retry_after: Duration, what: String },
+    /// The store could not write; the call fails closed and nothing is returned.
+    Store(StoreError),
+    /// A bug: an invariant of the gateway itself did not hold.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(field: &str, description: impl Into<String>) -> ApiError {
+        ApiError::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn denied(reason: DenyReason) -> ApiError {
+        ApiError::PermissionDenied { reason, detail: None }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::PermissionDenied { .. } => Code::PermissionDenied,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            ApiError::Store(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The reason written to the access log.
+    pub fn log_reason(&self) -> String {
+        match self {
+            ApiError::PermissionDenied { reason, .. } => reason.error_reason(),
+            ApiError::InvalidArgument(_) => "INVALID_ARGUMENT".into(),
+            ApiError::NotFound(_) => "NOT_FOUND".into(),
+            ApiError::FailedPrecondition(_) => "FAILED_PRECONDITION".into(),
+            ApiError::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED".into(),
+            ApiError::Store(_) => "STORE_UNAVAILABLE".into(),
+            ApiError::Internal(_) => "INTERNAL".into(),
+        }
+    }
+
+    pub fn into_status(self) -> Status {
+        match self {
+            ApiError::InvalidArgument(violations) => {
+                let summary = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let details = ErrorDetails::with_bad_request(violations);
+                Status::with_error_details(Code::InvalidArgument, summary, details)
+            }
+            ApiError::PermissionDenied { reason, detail } => {
+                let message = match &detail {
+                    Some(d) => format!("{}: {d}", reason.explanation()),
+                    None => reason.explanation().to_owned(),
+                };
+                let mut metadata = HashMap::new();
+                metadata.insert("explanation".to_owned(), reason.explanation().to_owned());
+                if let Some(d) = detail {
+                    metadata.insert("detail".to_owned(), d);
+                }
+                let details = ErrorDetails::with_error_info(reason.error_reason(), ERROR_DOMAIN, metadata);
+                Status::with_error_details(Code::PermissionDenied, message, details)
+            }
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::ResourceExhausted { retry_after, what } => {
+                let details = ErrorDetails::with_retry_info(Some(retry_after));
+                Status::with_error_details(Code::ResourceExhausted, what, details)
+            }
+            ApiError::Internal(m) => {
+                tracing::error!(detail = %m, "internal error");
+                Status::internal("internal error")
+            }
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "store failure; call failed closed");
+                Status::unavailable("the access log could not be written; the call was not carried out")
+            }
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::NotFound(m) => ApiError::NotFound(m),
+            Rejection::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            Rejection::PermissionDenied(reason) => ApiError::denied(reason),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Store(e)
+    }
+}
+
+/// Collects field violations so a request reports every bad field at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Records the error of a parse and returns its value, if any.
+    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+}

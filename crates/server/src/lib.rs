@@ -1,0 +1,301 @@
+//! The Signaalpoort gateway. [`start`] is the composition root: it wires store, keys, TLS, services,
+//! health, reflection, the admin listener and background jobs, in that order, and returns a handle
+//! that shuts it all down gracefully.
+//!
+//! Where to start reading: [`call`] (how every RPC is identified, decided and logged), then
+//! `services/`.
+
+pub mod admin;
+pub mod call;
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod gateway;
+pub mod keys;
+pub mod metrics;
+pub mod registry;
+pub mod report;
+pub mod services;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signaalpoort_api::v1::audit_service_server::AuditServiceServer;
+use signaalpoort_api::v1::consent_service_server::ConsentServiceServer;
+use signaalpoort_api::v1::household_service_server::HouseholdServiceServer;
+use signaalpoort_api::v1::notification_service_server::NotificationServiceServer;
+use signaalpoort_api::v1::signal_service_server::SignalServiceServer;
+use signaalpoort_core::access_log::{DecisionCode, RecordDraft};
+use signaalpoort_store::{Effect, Mutation, Store, StoreOptions, WriteRequest};
+use signaalpoort_tls::{ReloadableTls, TlsFiles};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use gateway::Gateway;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] signaalpoort_store::StoreError),
+    #[error("keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    #[error("tls: {0}")]
+    Tls(#[from] signaalpoort_tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub gateway: Arc<Gateway>,
+    shutdown_tx: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    health: tonic_health::server::HealthReporter,
+    jobs: Vec<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Graceful shutdown: report NOT_SERVING, end streams (UNAVAILABLE, so clients reconnect),
+    /// stop accepting, let in-flight calls finish within the grace period, write a final checkpoint.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.health.set_not_serving::<SignalServiceServer<services::signals::Signals>>().await;
+        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let _ = self.shutdown_tx.send(true);
+        let grace = Duration::from_secs(self.gateway.config.server.shutdown_grace_secs);
+        match tokio::time::timeout(grace, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls did not finish within the grace period"),
+        }
+        for job in self.jobs {
+            job.abort();
+        }
+        match self.gateway.write_checkpoint().await {
+            Ok(_) => tracing::info!("final checkpoint written"),
+            Err(e) => tracing::error!(error = %e, "final checkpoint failed"),
+        }
+    }
+
+    /// Resolves when shutdown was requested from outside (signal handler) — for `serve`.
+    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+}
+
+/// Builds and starts the gateway.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGateway, StartError> {
+    signaalpoort_tls::install_crypto_provider();
+    std::fs::create_dir_all(&config.server.data_dir).map_err(|source| StartError::DataDir {
+        path: config.server.data_dir.clone(),
+        source,
+    })?;
+    let pseudonyms = keys::load_or_create_pseudonym_key(&keys::pseudonym_key_path(&config.server.data_dir))?;
+    let signer = keys::load_or_create_checkpoint_key(&keys::checkpoint_key_path(&config.server.data_dir))?;
+    let store = Store::open(&config.database_url(), StoreOptions::default()).await?;
+
+    let tls_files = TlsFiles {
+        cert_chain: config.tls.cert.clone(),
+        private_key: config.tls.key.clone(),
+        client_ca: config.tls.client_ca.clone(),
+        crls: config.tls.crls.clone(),
+    };
+    let tls = Arc::new(ReloadableTls::load(tls_files.clone())?);
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics.set_certificate_expiry("server", tls.server_cert_not_after_unix());
+    metrics.set_certificate_expiry("client_ca", tls.client_ca_not_after_unix());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let limits = config.limits.clone();
+    let gw = Arc::new(Gateway {
+        store,
+        registry: registry::Registry::from_entries(&config.agencies),
+        pseudonyms,
+        signer,
+        clock,
+        volume: gateway::VolumeMonitor::new(
+            config.audit.unusual_volume_threshold,
+            Duration::from_secs(config.audit.unusual_volume_window_secs),
+        ),
+        limiter: gateway::AgencyLimiter::new(limits.calls_per_second_per_agency, limits.burst_per_agency),
+        tls: Some(tls.clone()),
+        metrics,
+        shutdown: shutdown_rx.clone(),
+        streams: gateway::StreamCounter::default(),
+        config,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SignalServiceServer<services::signals::Signals>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(signaalpoort_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Tls(signaalpoort_tls::TlsError::Config(e.to_string())))?;
+
+    let listen = gw.config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: listen, source })?;
+    let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    let incoming = signaalpoort_tls::tls_incoming(
+        listener,
+        tls.clone(),
+        Duration::from_secs(gw.config.server.handshake_timeout_secs),
+    );
+
+    let max = limits.max_message_bytes;
+    macro_rules! limited {
+        ($server:ty, $svc:expr) => {
+            <$server>::new($svc).max_decoding_message_size(max).max_encoding_message_size(max)
+        };
+    }
+    let router = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(limits.request_timeout_secs))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(256))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(limited!(SignalServiceServer<_>, services::signals::Signals(gw.clone())))
+        .add_service(limited!(HouseholdServiceServer<_>, services::households::Households(gw.clone())))
+        .add_service(limited!(NotificationServiceServer<_>, services::notifications::Notifications(gw.clone())))
+        .add_service(limited!(ConsentServiceServer<_>, services::consent::Consents(gw.clone())))
+        .add_service(limited!(AuditServiceServer<_>, services::audit::Audit(gw.clone())));
+    let mut stop = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let mut jobs = Vec::new();
+    let admin_addr = match gw.config.server.admin_listen {
+        Some(addr) => {
+            let l = admin::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+            let bound = l.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            jobs.push(admin::spawn(l, gw.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
+    match signaalpoort_tls::spawn_reload_watcher(tls.clone(), &tls_files, Duration::from_millis(500)) {
+        Ok(h) => jobs.push(h),
+        Err(e) => tracing::warn!(error = %e, "certificate reload watcher not started; SIGHUP and file changes will not reload"),
+    }
+    jobs.push(spawn_checkpoints(gw.clone()));
+    jobs.push(spawn_purge(gw.clone()));
+    jobs.push(spawn_health_watch(gw.clone(), health.clone()));
+    tracing::info!(%grpc_addr, admin = ?admin_addr, store = gw.store.kind(), agencies = gw.registry.len(), "signaalpoort listening");
+    Ok(RunningGateway {
+        grpc_addr,
+        admin_addr,
+        gateway: gw,
+        shutdown_tx,
+        server,
+        health,
+        jobs,
+    })
+}
+
+fn spawn_checkpoints(gw: Arc<Gateway>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(gw.config.audit.checkpoint_interval_secs));
+        loop {
+            tick.tick().await;
+            if let Err(e) = gw.write_checkpoint().await {
+                tracing::error!(error = %e, "checkpoint failed");
+            }
+        }
+    })
+}
+
+fn spawn_purge(gw: Arc<Gateway>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(gw.config.signals.purge_interval_secs));
+        loop {
+            tick.tick().await;
+            match purge_expired(&gw).await {
+                Ok((signals, households)) if signals + households > 0 => {
+                    tracing::info!(signals, households, "purged expired data")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "purge failed"),
+            }
+        }
+    })
+}
+
+/// Deletes expired signals and dissolved households, as one logged system action.
+pub async fn purge_expired(gw: &Gateway) -> Result<(u64, u64), signaalpoort_store::StoreError> {
+    let now = gw.now();
+    let record = system_record(now, "PurgeExpired", "RETENTION");
+    let committed = gw
+        .store
+        .execute(WriteRequest {
+            mutation: Mutation::PurgeExpired { now },
+            idempotency: None,
+            record,
+            alerts: Vec::new(),
+        })
+        .await?;
+    Ok(match committed.outcome {
+        Ok(Effect::Purged { signals, households }) => (signals, households),
+        _ => (0, 0),
+    })
+}
+
+/// A record for something the gateway does by itself (no caller).
+pub fn system_record(now: time::OffsetDateTime, action: &str, reason: &str) -> RecordDraft {
+    RecordDraft {
+        time: now,
+        agency_oin: String::new(),
+        role: None,
+        actor_id: "system".to_owned(),
+        action: action.to_owned(),
+        subjects: Vec::new(),
+        household_id: String::new(),
+        purpose: None,
+        basis: None,
+        decision: DecisionCode::Allow,
+        reason: reason.to_owned(),
+        status_code: 0,
+        request_id: String::new(),
+        cert_fingerprint: String::new(),
+        justification: String::new(),
+        flagged_for_review: false,
+        trace_id: String::new(),
+        span_id: String::new(),
+        object_id: String::new(),
+    }
+}
+
+/// grpc.health.v1 follows the database: NOT_SERVING while it cannot be reached.
+fn spawn_health_watch(gw: Arc<Gateway>, health: tonic_health::server::HealthReporter) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut serving = true;
+        loop {
+            tick.tick().await;
+            let ok = admin::readiness(&gw).await.is_ok();
+            if ok != serving {
+                serving = ok;
+                let status = if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                health.set_service_status("", status).await;
+                health.set_service_status("signaalpoort.v1.SignalService", status).await;
+                tracing::warn!(serving = ok, "health status changed");
+            }
+        }
+    })
+}

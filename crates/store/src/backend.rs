@@ -1,0 +1,65 @@
+//! The one interface both databases implement. The server sees only this.
+
+use async_trait::async_trait;
+use signaalpoort_core::access_log::{AccessRecord, SignedCheckpoint};
+use signaalpoort_core::consent::ConsentRecord;
+use signaalpoort_core::{Oin, SubjectPseudonym};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::{
+    AlertRow, ChangeCursor, Committed, HouseholdMember, LogFilter, MatchRow, NotificationRow,
+    SignalRow, StoreError, WriteRequest,
+};
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+
+    /// Applies a batch in ONE transaction, in order: for each request, replay (idempotency) or
+    /// apply the mutation, finalise the record from the outcome ([`crate::writer::finalise_record`]),
+    /// chain it after the current head (read inside the transaction, under a lock that orders
+    /// concurrent writers — other replicas too), insert it and its alerts. Returns one `Committed`
+    /// per request, in order, only after the commit succeeded.
+    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError>;
+
+    /// Publishes changes made by other processes (PostgreSQL LISTEN/NOTIFY); a no-op for SQLite.
+    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>);
+
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // --- signals and matching ---
+    async fn signal(&self, id: &str) -> Result<Option<SignalRow>, StoreError>;
+    /// The agency's active signals, newest first, after the `(registered_at, id)` page cursor.
+    async fn list_signals(&self, agency: &Oin, now: OffsetDateTime, after: Option<(OffsetDateTime, String)>, limit: u32) -> Result<Vec<SignalRow>, StoreError>;
+    /// Whether the agency has an active signal on the subject.
+    async fn is_involved(&self, agency: &Oin, subject: &SubjectPseudonym, now: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Other agencies' active signals matching `signal` (see `core::involvement::reference_matches`).
+    async fn matches(&self, signal: &SignalRow, now: OffsetDateTime) -> Result<Vec<MatchRow>, StoreError>;
+    /// Ids of live households the subject is an unprotected member of.
+    async fn households_of(&self, subject: &SubjectPseudonym) -> Result<Vec<String>, StoreError>;
+
+    // --- consent ---
+    async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError>;
+    /// Consents about the subject, plus household-wide consents about anyone sharing a live
+    /// household with the subject (both unprotected).
+    async fn consents_concerning(&self, subject: &SubjectPseudonym) -> Result<Vec<ConsentRecord>, StoreError>;
+    /// Consents concerning the subjects of the agency's active signals.
+    async fn consents_for_agency(&self, agency: &Oin, now: OffsetDateTime, include_inactive: bool) -> Result<Vec<ConsentRecord>, StoreError>;
+
+    // --- notifications and alerts ---
+    async fn notifications_after(&self, recipient: &Oin, cursor: u64, limit: u32) -> Result<Vec<NotificationRow>, StoreError>;
+    async fn alerts_after(&self, cursor: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
+
+    // --- access log ---
+    /// (seq, hash) of the newest record; (0, GENESIS) when empty.
+    async fn head(&self) -> Result<(u64, [u8; 32]), StoreError>;
+    async fn query_log(&self, filter: &LogFilter, after_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError>;
+    async fn export_log(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError>;
+    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
+    /// Newest first.
+    async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError>;
+
+    /// Benchmark preload: inserts directly, no records, no notifications.
+    async fn bulk_load(&self, households: &[(String, String, Oin, Vec<HouseholdMember>)], signals: &[SignalRow]) -> Result<(), StoreError>;
+}

@@ -1,0 +1,1052 @@
+//! The one implementation of [`Backend`], over sqlx's `Any` driver: SQLite and PostgreSQL run the
+//! same statements, so neither has behaviour the other lacks. What differs is in [`Dialect`]:
+//!
+//! - **Write transactions.** SQLite: one dedicated write connection, `BEGIN IMMEDIATE` (a plain
+//!   BEGIN that later writes fails at once with SQLITE_BUSY), `synchronous=FULL` in WAL mode.
+//!   PostgreSQL: READ COMMITTED, `synchronous_commit=on`, and every write transaction first locks
+//!   the one-row `log_head` (`SELECT … FOR UPDATE`). That lock totally orders write transactions
+//!   across replicas: the chain gets one order, and a transaction sees every signal committed
+//!   before it, so two replicas registering on one household cannot miss each other's match.
+//! - **Change fan-out.** PostgreSQL: `pg_notify` inside the transaction (delivered on commit) wakes
+//!   the other replicas' watchers; they re-read by cursor, so a missed notify loses nothing.
+//!
+//! Every statement uses `$n` placeholders in ascending order of first use (SQLite reads `$n` as a
+//! named parameter, numbered in order of appearance).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use signaalpoort_core::access_log::{AccessRecord, DecisionCode, RecordDraft, SignedCheckpoint, GENESIS_HASH};
+use signaalpoort_core::consent::ConsentRecord;
+use signaalpoort_core::involvement::MatchLevel;
+use signaalpoort_core::{Basis, Category, ContactPoint, Oin, Purpose, Role, SubjectPseudonym};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row};
+use time::OffsetDateTime;
+use tokio::sync::{watch, Mutex};
+
+use crate::writer::finalise_record;
+use crate::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// How long ended signals and dissolved households stay (so watchers can still be told a match
+/// ended) before the purge deletes them.
+const ENDED_GRACE: time::Duration = time::Duration::days(7);
+
+const CHANGES_CHANNEL: &str = "signaalpoort_changes";
+
+pub(crate) struct SqlBackend {
+    dialect: Dialect,
+    url: String,
+    read: AnyPool,
+    write: Mutex<Option<AnyConnection>>,
+    options: StoreOptions,
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+fn from_micros(v: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
+    v.try_into().map_err(|_| corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn subject(v: Vec<u8>) -> Result<SubjectPseudonym, StoreError> {
+    Ok(SubjectPseudonym::from_bytes(hash32(v, "subject")?))
+}
+
+fn oin(s: String) -> Result<Oin, StoreError> {
+    Oin::parse(&s).map_err(|_| corrupt(format!("bad OIN {s:?}")))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| corrupt(e.to_string()))
+}
+
+const SIGNAL_COLUMNS: &str = "id, agency_oin, subject, category, contact_team, contact_phone, contact_email, registered_at, refreshed_at, expires_at, withdrawn_at";
+
+fn signal_row(r: &AnyRow) -> Result<SignalRow, StoreError> {
+    Ok(SignalRow {
+        id: r.try_get(0)?,
+        agency: oin(r.try_get(1)?)?,
+        subject: subject(r.try_get(2)?)?,
+        category: Category::from_code(&r.try_get::<String, _>(3)?).ok_or_else(|| corrupt("category"))?,
+        contact: ContactPoint { team: r.try_get(4)?, phone: r.try_get(5)?, email: r.try_get(6)? },
+        registered_at: from_micros(r.try_get(7)?),
+        refreshed_at: from_micros(r.try_get(8)?),
+        expires_at: from_micros(r.try_get(9)?),
+        withdrawn_at: r.try_get::<Option<i64>, _>(10)?.map(from_micros),
+    })
+}
+
+/// Other agencies' active signals matching a signal of `agency` on `subject`, at `now`: same
+/// subject (level 1), or another unprotected member of a live household in which the subject is an
+/// unprotected member (level 2).
+const MATCHES_SQL: &str = "
+SELECT s.id, s.agency_oin, s.subject, s.category, s.contact_team, s.contact_phone, s.contact_email, s.registered_at, 1 AS level
+  FROM signals s
+ WHERE s.subject = $1 AND s.agency_oin <> $2 AND s.withdrawn_at IS NULL AND s.expires_at > $3
+UNION
+SELECT s.id, s.agency_oin, s.subject, s.category, s.contact_team, s.contact_phone, s.contact_email, s.registered_at, 2 AS level
+  FROM household_members m1
+  JOIN households h ON h.id = m1.household_id AND h.dissolved_at IS NULL
+  JOIN household_members m2 ON m2.household_id = m1.household_id AND m2.subject <> m1.subject AND m2.protected = FALSE
+  JOIN signals s ON s.subject = m2.subject
+ WHERE m1.subject = $1 AND m1.protected = FALSE AND s.agency_oin <> $2 AND s.withdrawn_at IS NULL AND s.expires_at > $3";
+
+fn match_rows(rows: &[AnyRow]) -> Result<Vec<MatchRow>, StoreError> {
+    // A signal reachable at both levels, or through two households, appears once at its closest.
+    let mut by_id: BTreeMap<String, MatchRow> = BTreeMap::new();
+    for r in rows {
+        let level = if r.try_get::<i64, _>(8)? == 1 { MatchLevel::Subject } else { MatchLevel::Household };
+        let m = MatchRow {
+            signal_id: r.try_get(0)?,
+            agency: oin(r.try_get(1)?)?,
+            subject: subject(r.try_get(2)?)?,
+            category: Category::from_code(&r.try_get::<String, _>(3)?).ok_or_else(|| corrupt("category"))?,
+            contact: ContactPoint { team: r.try_get(4)?, phone: r.try_get(5)?, email: r.try_get(6)? },
+            since: from_micros(r.try_get(7)?),
+            level,
+        };
+        match by_id.get(&m.signal_id) {
+            Some(existing) if existing.level <= m.level => {}
+            _ => {
+                by_id.insert(m.signal_id.clone(), m);
+            }
+        }
+    }
+    let mut out: Vec<MatchRow> = by_id.into_values().collect();
+    out.sort_by(|a, b| (a.since, &a.signal_id).cmp(&(b.since, &b.signal_id)));
+    Ok(out)
+}
+
+async fn matches_on<'c, E: Executor<'c, Database = sqlx::Any>>(e: E, agency: &Oin, subject: &SubjectPseudonym, now: OffsetDateTime) -> Result<Vec<MatchRow>, StoreError> {
+    let rows = sqlx::query(MATCHES_SQL)
+        .bind(subject.as_bytes().to_vec())
+        .bind(agency.to_string())
+        .bind(micros(now))
+        .fetch_all(e)
+        .await?;
+    match_rows(&rows)
+}
+
+const CONSENT_COLUMNS: &str = "c.id, c.recorded_by, c.subject, CASE WHEN c.include_household THEN 1 ELSE 0 END, c.givers, c.purposes, c.roles, c.agencies, c.recorded_at, c.valid_until, c.renew_by, c.withdrawn_at, c.evidence_ref";
+
+fn consent_row(r: &AnyRow) -> Result<ConsentRecord, StoreError> {
+    let renew_by: Option<String> = r.try_get(10)?;
+    Ok(ConsentRecord {
+        id: r.try_get(0)?,
+        recorded_by: oin(r.try_get(1)?)?,
+        subject: subject(r.try_get(2)?)?,
+        include_household: r.try_get::<i64, _>(3)? != 0,
+        givers: from_json(&r.try_get::<String, _>(4)?)?,
+        purposes: from_json(&r.try_get::<String, _>(5)?)?,
+        roles: from_json(&r.try_get::<String, _>(6)?)?,
+        agencies: from_json(&r.try_get::<String, _>(7)?)?,
+        recorded_at: from_micros(r.try_get(8)?),
+        valid_until: from_micros(r.try_get(9)?),
+        renew_by: match renew_by {
+            Some(s) => Some(time::Date::parse(&s, &time::format_description::well_known::Iso8601::DATE).map_err(|_| corrupt("renew_by"))?),
+            None => None,
+        },
+        withdrawn_at: r.try_get::<Option<i64>, _>(11)?.map(from_micros),
+        evidence_ref: r.try_get(12)?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, CASE WHEN flagged THEN 1 ELSE 0 END, trace_id, span_id, object_id, prev_hash, hash";
+
+fn record_row(r: &AnyRow) -> Result<AccessRecord, StoreError> {
+    let code = |i: usize| -> Result<Option<String>, StoreError> { Ok(r.try_get::<Option<String>, _>(i)?) };
+    let draft = RecordDraft {
+        time: from_micros(r.try_get(1)?),
+        agency_oin: r.try_get(2)?,
+        role: code(3)?.map(|c| Role::from_code(&c).ok_or_else(|| corrupt("role"))).transpose()?,
+        actor_id: r.try_get(4)?,
+        action: r.try_get(5)?,
+        subjects: from_json(&r.try_get::<String, _>(6)?)?,
+        household_id: r.try_get(7)?,
+        purpose: code(8)?.map(|c| Purpose::from_code(&c).ok_or_else(|| corrupt("purpose"))).transpose()?,
+        basis: code(9)?.map(|c| Basis::from_code(&c).ok_or_else(|| corrupt("basis"))).transpose()?,
+        decision: DecisionCode::from_code(&r.try_get::<String, _>(10)?).ok_or_else(|| corrupt("decision"))?,
+        reason: r.try_get(11)?,
+        status_code: r.try_get::<i64, _>(12)? as i32,
+        request_id: r.try_get(13)?,
+        cert_fingerprint: r.try_get(14)?,
+        justification: r.try_get(15)?,
+        flagged_for_review: r.try_get::<i64, _>(16)? != 0,
+        trace_id: r.try_get(17)?,
+        span_id: r.try_get(18)?,
+        object_id: r.try_get(19)?,
+    };
+    Ok(AccessRecord {
+        seq: r.try_get::<i64, _>(0)? as u64,
+        prev_hash: hash32(r.try_get(20)?, "prev_hash")?,
+        draft,
+        hash: hash32(r.try_get(21)?, "hash")?,
+    })
+}
+
+fn alert_row(r: &AnyRow) -> Result<AlertRow, StoreError> {
+    Ok(AlertRow {
+        cursor: r.try_get::<i64, _>(0)? as u64,
+        kind: AlertKind::from_code(&r.try_get::<String, _>(1)?).ok_or_else(|| corrupt("alert kind"))?,
+        time: from_micros(r.try_get(2)?),
+        agency_oin: r.try_get(3)?,
+        actor_id: r.try_get(4)?,
+        record_seq: r.try_get::<i64, _>(5)? as u64,
+        detail: r.try_get(6)?,
+    })
+}
+
+/// Clamps a client-supplied cursor into the database's signed range.
+fn cursor(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl SqlBackend {
+    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<SqlBackend, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres };
+        let url = match dialect {
+            Dialect::Sqlite => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+                    }
+                }
+                format!("sqlite://{path}?mode=rwc")
+            }
+            Dialect::Postgres => url.to_owned(),
+        };
+        let busy_ms = options.busy_timeout.as_millis();
+        let read = AnyPoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    session_setup(conn, dialect, busy_ms).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let backend = SqlBackend { dialect, url, read, write: Mutex::new(None), options: options.clone() };
+        {
+            let mut guard = backend.write.lock().await;
+            let conn = backend.writer(&mut guard).await?;
+            match dialect {
+                Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(conn).await?,
+                Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(conn).await?,
+            }
+        }
+        Ok(backend)
+    }
+
+    async fn writer<'a>(&self, guard: &'a mut Option<AnyConnection>) -> Result<&'a mut AnyConnection, StoreError> {
+        if guard.is_none() {
+            let options = AnyConnectOptions::from_str(&self.url)?;
+            let mut conn = options.connect().await?;
+            session_setup(&mut conn, self.dialect, self.options.busy_timeout.as_millis()).await?;
+            *guard = Some(conn);
+        }
+        guard.as_mut().ok_or(StoreError::Closed)
+    }
+
+    async fn apply_batch(&self, conn: &mut AnyConnection, batch: &[WriteRequest]) -> Result<(Vec<Committed>, bool), StoreError> {
+        let (mut seq, mut prev) = match self.dialect {
+            Dialect::Postgres => {
+                let row = sqlx::query("SELECT seq, hash FROM log_head WHERE id = 1 FOR UPDATE").fetch_one(&mut *conn).await?;
+                (row.try_get::<i64, _>(0)? as u64, hash32(row.try_get(1)?, "log head")?)
+            }
+            Dialect::Sqlite => match sqlx::query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await? {
+                Some(row) => (row.try_get::<i64, _>(0)? as u64, hash32(row.try_get(1)?, "log head")?),
+                None => (0, GENESIS_HASH),
+            },
+        };
+        let mut out = Vec::with_capacity(batch.len());
+        let mut notify = false;
+        for req in batch {
+            let replay = match &req.idempotency {
+                Some((agency, request_id)) => sqlx::query("SELECT outcome FROM idempotency WHERE agency_oin = $1 AND request_id = $2")
+                    .bind(agency.to_string())
+                    .bind(request_id.clone())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .map(|r| r.try_get::<String, _>(0))
+                    .transpose()?,
+                None => None,
+            };
+            let (outcome, replayed) = match replay {
+                Some(stored) => (from_json::<Outcome>(&stored)?, true),
+                None => {
+                    let outcome = apply(&mut *conn, &req.mutation).await?;
+                    if let Some((agency, request_id)) = &req.idempotency {
+                        sqlx::query("INSERT INTO idempotency (agency_oin, request_id, outcome) VALUES ($1, $2, $3)")
+                            .bind(agency.to_string())
+                            .bind(request_id.clone())
+                            .bind(json(&outcome)?)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    (outcome, false)
+                }
+            };
+            let draft = finalise_record(&req.record, &outcome, replayed);
+            seq += 1;
+            let record = AccessRecord::chain(seq, prev, draft)?;
+            prev = record.hash;
+            insert_record(&mut *conn, &record).await?;
+            let mut alerts = req.alerts.clone();
+            if record.draft.flagged_for_review {
+                alerts.insert(0, AlertDraft { kind: AlertKind::SafetyBasisUsed, detail: format!("safety basis used for {}", record.draft.action) });
+            }
+            for a in &alerts {
+                sqlx::query("INSERT INTO alerts (kind, time, agency_oin, actor_id, record_seq, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(a.kind.code())
+                    .bind(micros(record.draft.time))
+                    .bind(record.draft.agency_oin.clone())
+                    .bind(record.draft.actor_id.clone())
+                    .bind(seq as i64)
+                    .bind(a.detail.clone())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            notify |= !alerts.is_empty() || (outcome.is_ok() && !matches!(req.mutation, Mutation::None | Mutation::RecordConsent(_)));
+            out.push(Committed { seq, outcome, replayed });
+        }
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq as i64)
+                .bind(prev.to_vec())
+                .execute(&mut *conn)
+                .await?;
+            if notify {
+                sqlx::query(&format!("SELECT pg_notify('{CHANGES_CHANNEL}', 'c')")).execute(&mut *conn).await?;
+            }
+        }
+        Ok((out, notify))
+    }
+}
+
+async fn session_setup(conn: &mut AnyConnection, dialect: Dialect, busy_ms: u128) -> Result<(), sqlx::Error> {
+    match dialect {
+        Dialect::Sqlite => {
+            // Durability is claimed, so it is set explicitly: WAL with FULL sync, never NORMAL.
+            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON"] {
+                conn.execute(pragma).await?;
+            }
+            conn.execute(format!("PRAGMA busy_timeout = {busy_ms}").as_str()).await?;
+        }
+        Dialect::Postgres => {
+            conn.execute("SET synchronous_commit = on").await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_record(conn: &mut AnyConnection, r: &AccessRecord) -> Result<(), StoreError> {
+    let d = &r.draft;
+    sqlx::query(
+        "INSERT INTO access_log (seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, flagged, trace_id, span_id, object_id, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+    )
+    .bind(r.seq as i64)
+    .bind(micros(d.time))
+    .bind(d.agency_oin.clone())
+    .bind(d.role.map(|x| x.code().to_owned()))
+    .bind(d.actor_id.clone())
+    .bind(d.action.clone())
+    .bind(json(&d.subjects)?)
+    .bind(d.household_id.clone())
+    .bind(d.purpose.map(|x| x.code().to_owned()))
+    .bind(d.basis.map(|x| x.code().to_owned()))
+    .bind(d.decision.code())
+    .bind(d.reason.clone())
+    .bind(i64::from(d.status_code))
+    .bind(d.request_id.clone())
+    .bind(d.cert_fingerprint.clone())
+    .bind(d.justification.clone())
+    .bind(d.flagged_for_review)
+    .bind(d.trace_id.clone())
+    .bind(d.span_id.clone())
+    .bind(d.object_id.clone())
+    .bind(r.prev_hash.to_vec())
+    .bind(r.hash.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    for s in &d.subjects {
+        let Some(p) = SubjectPseudonym::from_hex(s) else { continue };
+        sqlx::query("INSERT INTO access_log_subjects (subject, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(p.as_bytes().to_vec())
+            .bind(r.seq as i64)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn notify(conn: &mut AnyConnection, recipient: &Oin, kind: NotificationKind, recipient_signal: &str, other: Option<(&str, MatchLevel)>, household: Option<&str>, now: OffsetDateTime) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO notifications (recipient_oin, kind, recipient_signal_id, other_signal_id, level, household_id, coordination_event, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(recipient.to_string())
+        .bind(kind.code())
+        .bind(recipient_signal.to_owned())
+        .bind(other.map(|(id, _)| id.to_owned()))
+        .bind(other.map(|(_, l)| if l == MatchLevel::Subject { 1i64 } else { 2 }))
+        .bind(household.map(str::to_owned))
+        .bind(None::<String>)
+        .bind(micros(now))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn signal_by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<SignalRow>, StoreError> {
+    sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = $1"))
+        .bind(id.to_owned())
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(signal_row)
+        .transpose()
+}
+
+/// Directed match pairs (signal, other signal, level) among the active signals of `subjects`.
+async fn pairs(conn: &mut AnyConnection, subjects: &BTreeSet<SubjectPseudonym>, now: OffsetDateTime) -> Result<BTreeMap<(String, String), (Oin, MatchLevel)>, StoreError> {
+    let mut out = BTreeMap::new();
+    for s in subjects {
+        let rows = sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE subject = $1 AND withdrawn_at IS NULL AND expires_at > $2"))
+            .bind(s.as_bytes().to_vec())
+            .bind(micros(now))
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let sig = signal_row(&row)?;
+            for m in matches_on(&mut *conn, &sig.agency, &sig.subject, now).await? {
+                out.insert((sig.id.clone(), m.signal_id), (sig.agency.clone(), m.level));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn household_subjects(conn: &mut AnyConnection, household_id: &str) -> Result<BTreeSet<SubjectPseudonym>, StoreError> {
+    let rows = sqlx::query("SELECT subject FROM household_members WHERE household_id = $1").bind(household_id.to_owned()).fetch_all(&mut *conn).await?;
+    rows.into_iter().map(|r| subject(r.try_get(0)?)).collect()
+}
+
+/// Notifies pairs that formed (Match) and pairs that ended (MatchEnded) between two snapshots.
+async fn notify_diff(conn: &mut AnyConnection, before: &BTreeMap<(String, String), (Oin, MatchLevel)>, after: &BTreeMap<(String, String), (Oin, MatchLevel)>, household: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+    for ((sig, other), (agency, level)) in after {
+        if !before.contains_key(&(sig.clone(), other.clone())) {
+            notify(conn, agency, NotificationKind::Match, sig, Some((other, *level)), Some(household), now).await?;
+        }
+    }
+    for ((sig, other), (agency, level)) in before {
+        if !after.contains_key(&(sig.clone(), other.clone())) {
+            notify(conn, agency, NotificationKind::MatchEnded, sig, Some((other, *level)), Some(household), now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one mutation inside the open transaction. Refusals change nothing.
+async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome, StoreError> {
+    match mutation {
+        Mutation::None => Ok(Ok(Effect::None)),
+        Mutation::RegisterSignal { new_id, agency, subject: subj, category, contact, expires_at, now } => {
+            let open = sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE agency_oin = $1 AND subject = $2 AND category = $3 AND withdrawn_at IS NULL"))
+                .bind(agency.to_string())
+                .bind(subj.as_bytes().to_vec())
+                .bind(category.code())
+                .fetch_optional(&mut *conn)
+                .await?
+                .as_ref()
+                .map(signal_row)
+                .transpose()?;
+            if let Some(existing) = open {
+                if existing.expires_at > *now {
+                    sqlx::query("UPDATE signals SET contact_team = $1, contact_phone = $2, contact_email = $3, refreshed_at = $4, expires_at = $5 WHERE id = $6")
+                        .bind(contact.team.clone())
+                        .bind(contact.phone.clone())
+                        .bind(contact.email.clone())
+                        .bind(micros(*now))
+                        .bind(micros(*expires_at))
+                        .bind(existing.id.clone())
+                        .execute(&mut *conn)
+                        .await?;
+                    let match_count = matches_on(&mut *conn, agency, subj, *now).await?.len() as u32;
+                    let signal = SignalRow { contact: contact.clone(), refreshed_at: *now, expires_at: *expires_at, ..existing };
+                    return Ok(Ok(Effect::SignalRegistered { signal, refreshed: true, match_count }));
+                }
+                // Expired but not yet purged: it ended at its expiry; tell its matches, then start anew.
+                end_by_expiry(conn, &existing).await?;
+            }
+            sqlx::query(&format!("INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
+                .bind(new_id.clone())
+                .bind(agency.to_string())
+                .bind(subj.as_bytes().to_vec())
+                .bind(category.code())
+                .bind(contact.team.clone())
+                .bind(contact.phone.clone())
+                .bind(contact.email.clone())
+                .bind(micros(*now))
+                .bind(micros(*now))
+                .bind(micros(*expires_at))
+                .bind(None::<i64>)
+                .execute(&mut *conn)
+                .await?;
+            let matches = matches_on(&mut *conn, agency, subj, *now).await?;
+            for m in &matches {
+                notify(conn, &m.agency, NotificationKind::Match, &m.signal_id, Some((new_id, m.level)), None, *now).await?;
+                notify(conn, agency, NotificationKind::Match, new_id, Some((&m.signal_id, m.level)), None, *now).await?;
+            }
+            let signal = SignalRow {
+                id: new_id.clone(),
+                agency: agency.clone(),
+                subject: *subj,
+                category: *category,
+                contact: contact.clone(),
+                registered_at: *now,
+                refreshed_at: *now,
+                expires_at: *expires_at,
+                withdrawn_at: None,
+            };
+            Ok(Ok(Effect::SignalRegistered { signal, refreshed: false, match_count: matches.len() as u32 }))
+        }
+        Mutation::WithdrawSignal { agency, signal_id, now } => {
+            let own = signal_by_id(conn, signal_id).await?.filter(|s| s.agency == *agency && s.is_active(*now));
+            let Some(sig) = own else {
+                return Ok(Err(Rejection::NotFound("no active signal of this agency with that id".into())));
+            };
+            let matches = matches_on(&mut *conn, agency, &sig.subject, *now).await?;
+            sqlx::query("UPDATE signals SET withdrawn_at = $1 WHERE id = $2").bind(micros(*now)).bind(sig.id.clone()).execute(&mut *conn).await?;
+            for m in &matches {
+                notify(conn, &m.agency, NotificationKind::MatchEnded, &m.signal_id, Some((&sig.id, m.level)), None, *now).await?;
+            }
+            Ok(Ok(Effect::SignalWithdrawn { at: *now }))
+        }
+        Mutation::DeclareHousehold { agency, household_ref, new_id, members, now } => {
+            let existing: Option<String> = sqlx::query("SELECT id FROM households WHERE agency_oin = $1 AND household_ref = $2 AND dissolved_at IS NULL")
+                .bind(agency.to_string())
+                .bind(household_ref.clone())
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            let id = existing.clone().unwrap_or_else(|| new_id.clone());
+            let mut affected: BTreeSet<SubjectPseudonym> = members.iter().map(|m| m.subject).collect();
+            if let Some(old) = &existing {
+                affected.extend(household_subjects(conn, old).await?);
+            }
+            let before = pairs(conn, &affected, *now).await?;
+            match &existing {
+                Some(old) => {
+                    sqlx::query("DELETE FROM household_members WHERE household_id = $1").bind(old.clone()).execute(&mut *conn).await?;
+                }
+                None => {
+                    sqlx::query("INSERT INTO households (id, agency_oin, household_ref, declared_at, dissolved_at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(id.clone())
+                        .bind(agency.to_string())
+                        .bind(household_ref.clone())
+                        .bind(micros(*now))
+                        .bind(None::<i64>)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            for m in members {
+                sqlx::query("INSERT INTO household_members (household_id, subject, protected) VALUES ($1, $2, $3)")
+                    .bind(id.clone())
+                    .bind(m.subject.as_bytes().to_vec())
+                    .bind(m.protected)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let after = pairs(conn, &affected, *now).await?;
+            notify_diff(conn, &before, &after, &id, *now).await?;
+            Ok(Ok(Effect::HouseholdDeclared { household_id: id, replaced: existing.is_some(), member_count: members.len() as u32, at: *now }))
+        }
+        Mutation::DissolveHousehold { agency, household_ref, now } => {
+            let existing: Option<String> = sqlx::query("SELECT id FROM households WHERE agency_oin = $1 AND household_ref = $2 AND dissolved_at IS NULL")
+                .bind(agency.to_string())
+                .bind(household_ref.clone())
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            let Some(id) = existing else {
+                return Ok(Err(Rejection::NotFound("no live household with that reference declared by this agency".into())));
+            };
+            let affected = household_subjects(conn, &id).await?;
+            let before = pairs(conn, &affected, *now).await?;
+            sqlx::query("UPDATE households SET dissolved_at = $1 WHERE id = $2").bind(micros(*now)).bind(id.clone()).execute(&mut *conn).await?;
+            let after = pairs(conn, &affected, *now).await?;
+            notify_diff(conn, &before, &after, &id, *now).await?;
+            Ok(Ok(Effect::HouseholdDissolved { at: *now }))
+        }
+        Mutation::RecordConsent(c) => {
+            sqlx::query("INSERT INTO consents (id, recorded_by, subject, include_household, givers, purposes, roles, agencies, recorded_at, valid_until, renew_by, withdrawn_at, evidence_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+                .bind(c.id.clone())
+                .bind(c.recorded_by.to_string())
+                .bind(c.subject.as_bytes().to_vec())
+                .bind(c.include_household)
+                .bind(json(&c.givers)?)
+                .bind(json(&c.purposes)?)
+                .bind(json(&c.roles)?)
+                .bind(json(&c.agencies)?)
+                .bind(micros(c.recorded_at))
+                .bind(micros(c.valid_until))
+                .bind(c.renew_by.map(|d| d.to_string()))
+                .bind(c.withdrawn_at.map(micros))
+                .bind(c.evidence_ref.clone())
+                .execute(&mut *conn)
+                .await?;
+            Ok(Ok(Effect::ConsentRecorded { consent: c.clone() }))
+        }
+        Mutation::WithdrawConsent { consent_id, now } => {
+            let done = sqlx::query("UPDATE consents SET withdrawn_at = $1 WHERE id = $2 AND withdrawn_at IS NULL")
+                .bind(micros(*now))
+                .bind(consent_id.clone())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if done == 0 {
+                return Ok(Err(Rejection::NotFound("no active consent with that id".into())));
+            }
+            Ok(Ok(Effect::ConsentWithdrawn { at: *now }))
+        }
+        Mutation::PurgeExpired { now } => {
+            let expired = sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE withdrawn_at IS NULL AND expires_at <= $1"))
+                .bind(micros(*now))
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in &expired {
+                end_by_expiry(conn, &signal_row(row)?).await?;
+            }
+            let cutoff = micros(*now - ENDED_GRACE);
+            sqlx::query("DELETE FROM notifications WHERE recipient_signal_id IN (SELECT id FROM signals WHERE withdrawn_at <= $1) OR other_signal_id IN (SELECT id FROM signals WHERE withdrawn_at <= $1)")
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?;
+            let signals = sqlx::query("DELETE FROM signals WHERE withdrawn_at <= $1").bind(cutoff).execute(&mut *conn).await?.rows_affected();
+            sqlx::query("DELETE FROM household_members WHERE household_id IN (SELECT id FROM households WHERE dissolved_at <= $1)").bind(cutoff).execute(&mut *conn).await?;
+            let households = sqlx::query("DELETE FROM households WHERE dissolved_at <= $1").bind(cutoff).execute(&mut *conn).await?.rows_affected();
+            Ok(Ok(Effect::Purged { signals: signals + expired.len() as u64, households }))
+        }
+    }
+}
+
+/// Marks an expired signal as ended at its expiry and tells the agencies it matched.
+async fn end_by_expiry(conn: &mut AnyConnection, sig: &SignalRow) -> Result<(), StoreError> {
+    let just_before = sig.expires_at - time::Duration::microseconds(1);
+    for m in matches_on(&mut *conn, &sig.agency, &sig.subject, just_before).await? {
+        notify(conn, &m.agency, NotificationKind::MatchEnded, &m.signal_id, Some((&sig.id, m.level)), None, sig.expires_at).await?;
+    }
+    sqlx::query("UPDATE signals SET withdrawn_at = expires_at WHERE id = $1").bind(sig.id.clone()).execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Backend for SqlBackend {
+    fn kind(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError> {
+        let mut guard = self.write.lock().await;
+        let conn = self.writer(&mut guard).await?;
+        let begin = match self.dialect {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        if let Err(e) = conn.execute(begin).await {
+            // A broken connection is replaced on the next batch.
+            *guard = None;
+            return Err(e.into());
+        }
+        match self.apply_batch(conn, batch).await {
+            Ok((committed, _)) => match conn.execute("COMMIT").await {
+                Ok(_) => Ok(committed),
+                Err(e) => {
+                    *guard = None;
+                    Err(StoreError::CommitFailed(e))
+                }
+            },
+            Err(e) => {
+                if conn.execute("ROLLBACK").await.is_err() {
+                    *guard = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>) {
+        if self.dialect != Dialect::Postgres {
+            return;
+        }
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect(&url).await {
+                    Ok(mut listener) => {
+                        if listener.listen(CHANGES_CHANNEL).await.is_ok() {
+                            // (Re)connected: anything may have happened meanwhile; watchers re-read.
+                            changes.send_modify(|c| {
+                                c.notification += 1;
+                                c.alert += 1;
+                            });
+                            while listener.recv().await.is_ok() {
+                                changes.send_modify(|c| {
+                                    c.notification += 1;
+                                    c.alert += 1;
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "change listener cannot connect; retrying"),
+                }
+                if changes.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").fetch_one(&self.read).await?;
+        Ok(())
+    }
+
+    async fn signal(&self, id: &str) -> Result<Option<SignalRow>, StoreError> {
+        sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = $1"))
+            .bind(id.to_owned())
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(signal_row)
+            .transpose()
+    }
+
+    async fn list_signals(&self, agency: &Oin, now: OffsetDateTime, after: Option<(OffsetDateTime, String)>, limit: u32) -> Result<Vec<SignalRow>, StoreError> {
+        let rows = match after {
+            None => sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE agency_oin = $1 AND withdrawn_at IS NULL AND expires_at > $2 ORDER BY registered_at DESC, id DESC LIMIT $3"))
+                .bind(agency.to_string())
+                .bind(micros(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?,
+            Some((at, id)) => sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE agency_oin = $1 AND withdrawn_at IS NULL AND expires_at > $2 AND (registered_at < $3 OR (registered_at = $3 AND id < $4)) ORDER BY registered_at DESC, id DESC LIMIT $5"))
+                .bind(agency.to_string())
+                .bind(micros(now))
+                .bind(micros(at))
+                .bind(id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?,
+        };
+        rows.iter().map(signal_row).collect()
+    }
+
+    async fn is_involved(&self, agency: &Oin, subject: &SubjectPseudonym, now: OffsetDateTime) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM signals WHERE agency_oin = $1 AND subject = $2 AND withdrawn_at IS NULL AND expires_at > $3 LIMIT 1")
+            .bind(agency.to_string())
+            .bind(subject.as_bytes().to_vec())
+            .bind(micros(now))
+            .fetch_optional(&self.read)
+            .await?
+            .is_some())
+    }
+
+    async fn matches(&self, signal: &SignalRow, now: OffsetDateTime) -> Result<Vec<MatchRow>, StoreError> {
+        matches_on(&self.read, &signal.agency, &signal.subject, now).await
+    }
+
+    async fn households_of(&self, subject: &SubjectPseudonym) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT h.id FROM household_members m JOIN households h ON h.id = m.household_id WHERE m.subject = $1 AND m.protected = FALSE AND h.dissolved_at IS NULL ORDER BY h.id")
+            .bind(subject.as_bytes().to_vec())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError> {
+        sqlx::query(&format!("SELECT {CONSENT_COLUMNS} FROM consents c WHERE c.id = $1"))
+            .bind(id.to_owned())
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(consent_row)
+            .transpose()
+    }
+
+    async fn consents_concerning(&self, subject: &SubjectPseudonym) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CONSENT_COLUMNS} FROM consents c WHERE c.subject = $1
+             UNION
+             SELECT {CONSENT_COLUMNS} FROM consents c
+               JOIN household_members m1 ON m1.subject = c.subject AND m1.protected = FALSE
+               JOIN households h ON h.id = m1.household_id AND h.dissolved_at IS NULL
+               JOIN household_members m2 ON m2.household_id = m1.household_id AND m2.protected = FALSE
+              WHERE c.include_household = TRUE AND m2.subject = $1"
+        ))
+        .bind(subject.as_bytes().to_vec())
+        .fetch_all(&self.read)
+        .await?;
+        let mut out: Vec<ConsentRecord> = rows.iter().map(consent_row).collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| (a.recorded_at, &a.id).cmp(&(b.recorded_at, &b.id)));
+        out.dedup_by(|a, b| a.id == b.id);
+        Ok(out)
+    }
+
+    async fn consents_for_agency(&self, agency: &Oin, now: OffsetDateTime, include_inactive: bool) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT subject FROM signals WHERE agency_oin = $1 AND withdrawn_at IS NULL AND expires_at > $2")
+            .bind(agency.to_string())
+            .bind(micros(now))
+            .fetch_all(&self.read)
+            .await?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for r in rows {
+            for c in self.consents_concerning(&subject(r.try_get(0)?)?).await? {
+                if (include_inactive || c.is_active(now)) && seen.insert(c.id.clone()) {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.recorded_at, &a.id).cmp(&(b.recorded_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn notifications_after(&self, recipient: &Oin, after: u64, limit: u32) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n.cursor, n.kind, n.recipient_signal_id, r.subject, n.other_signal_id, o.agency_oin, o.subject, o.category, o.contact_team, o.contact_phone, o.contact_email, o.registered_at, n.level, n.household_id, n.coordination_event, n.occurred_at
+               FROM notifications n
+               JOIN signals r ON r.id = n.recipient_signal_id
+               LEFT JOIN signals o ON o.id = n.other_signal_id
+              WHERE n.recipient_oin = $1 AND n.cursor > $2
+              ORDER BY n.cursor LIMIT $3",
+        )
+        .bind(recipient.to_string())
+        .bind(cursor(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let other = match r.try_get::<Option<String>, _>(5)? {
+                Some(agency) => Some(MatchRow {
+                    signal_id: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                    agency: oin(agency)?,
+                    subject: subject(r.try_get(6)?)?,
+                    category: Category::from_code(&r.try_get::<String, _>(7)?).ok_or_else(|| corrupt("category"))?,
+                    contact: ContactPoint { team: r.try_get(8)?, phone: r.try_get(9)?, email: r.try_get(10)? },
+                    since: from_micros(r.try_get(11)?),
+                    level: if r.try_get::<Option<i64>, _>(12)? == Some(2) { MatchLevel::Household } else { MatchLevel::Subject },
+                }),
+                None => None,
+            };
+            out.push(NotificationRow {
+                cursor: r.try_get::<i64, _>(0)? as u64,
+                recipient: recipient.clone(),
+                kind: NotificationKind::from_code(&r.try_get::<String, _>(1)?).ok_or_else(|| corrupt("notification kind"))?,
+                recipient_signal_id: r.try_get(2)?,
+                recipient_subject: subject(r.try_get(3)?)?,
+                other,
+                household_id: r.try_get(13)?,
+                coordination_event: r.try_get(14)?,
+                occurred_at: from_micros(r.try_get(15)?),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn alerts_after(&self, after: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+        let rows = sqlx::query("SELECT cursor, kind, time, agency_oin, actor_id, record_seq, detail FROM alerts WHERE cursor > $1 ORDER BY cursor LIMIT $2")
+            .bind(cursor(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(alert_row).collect()
+    }
+
+    async fn head(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        match sqlx::query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1").fetch_optional(&self.read).await? {
+            Some(row) => Ok((row.try_get::<i64, _>(0)? as u64, hash32(row.try_get(1)?, "head")?)),
+            None => Ok((0, GENESIS_HASH)),
+        }
+    }
+
+    async fn query_log(&self, filter: &LogFilter, after_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError> {
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM access_log a WHERE a.seq > $1");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.subject.is_some() {
+            sql.push_str(&format!(" AND a.seq IN (SELECT seq FROM access_log_subjects WHERE subject = {})", next()));
+        }
+        for (present, column) in [
+            (filter.household_id.is_some(), "a.household_id"),
+            (filter.agency_oin.is_some(), "a.agency_oin"),
+            (filter.actor_id.is_some(), "a.actor_id"),
+            (filter.action.is_some(), "a.action"),
+            (filter.decision.is_some(), "a.decision"),
+            (filter.reason.is_some(), "a.reason"),
+        ] {
+            if present {
+                sql.push_str(&format!(" AND {column} = {}", next()));
+            }
+        }
+        if filter.from.is_some() {
+            sql.push_str(&format!(" AND a.time >= {}", next()));
+        }
+        if filter.until.is_some() {
+            sql.push_str(&format!(" AND a.time < {}", next()));
+        }
+        if filter.flagged_only {
+            sql.push_str(" AND a.flagged = TRUE");
+        }
+        sql.push_str(&format!(" ORDER BY a.seq LIMIT {}", next()));
+        let mut q = sqlx::query(&sql).bind(cursor(after_seq));
+        if let Some(s) = &filter.subject {
+            q = q.bind(s.as_bytes().to_vec());
+        }
+        for v in [&filter.household_id, &filter.agency_oin, &filter.actor_id, &filter.action] {
+            if let Some(v) = v {
+                q = q.bind(v.clone());
+            }
+        }
+        if let Some(d) = filter.decision {
+            q = q.bind(d.code());
+        }
+        if let Some(r) = &filter.reason {
+            q = q.bind(r.clone());
+        }
+        if let Some(t) = filter.from {
+            q = q.bind(micros(t));
+        }
+        if let Some(t) = filter.until {
+            q = q.bind(micros(t));
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.read).await?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn export_log(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {RECORD_COLUMNS} FROM access_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"))
+            .bind(cursor(from_seq))
+            .bind(cursor(to_seq))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        // Two replicas may sign the same head; the first one stays.
+        sqlx::query("INSERT INTO checkpoints (tree_size, note, signature) VALUES ($1, $2, $3) ON CONFLICT (tree_size) DO NOTHING")
+            .bind(checkpoint.body.tree_size as i64)
+            .bind(checkpoint.body.note())
+            .bind(checkpoint.signature.clone())
+            .execute(&self.read)
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        let rows = sqlx::query("SELECT note, signature FROM checkpoints ORDER BY tree_size DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let body = signaalpoort_core::access_log::CheckpointBody::parse_note(&r.try_get::<String, _>(0)?).map_err(|e| corrupt(e.to_string()))?;
+                Ok(SignedCheckpoint { body, signature: r.try_get(1)? })
+            })
+            .collect()
+    }
+
+    async fn bulk_load(&self, households: &[(String, String, Oin, Vec<HouseholdMember>)], signals: &[SignalRow]) -> Result<(), StoreError> {
+        let mut guard = self.write.lock().await;
+        let conn = self.writer(&mut guard).await?;
+        let mut tx = conn.begin().await?;
+        for chunk in households.chunks(500) {
+            let mut sql = String::from("INSERT INTO households (id, agency_oin, household_ref, declared_at, dissolved_at) VALUES ");
+            for i in 0..chunk.len() {
+                let b = i * 4;
+                sql.push_str(&format!("{}(${}, ${}, ${}, ${}, NULL)", if i > 0 { ", " } else { "" }, b + 1, b + 2, b + 3, b + 4));
+            }
+            let mut q = sqlx::query(&sql);
+            for (id, reference, agency, _) in chunk {
+                q = q.bind(id.clone()).bind(agency.to_string()).bind(reference.clone()).bind(micros(OffsetDateTime::now_utc()));
+            }
+            q.execute(&mut *tx).await?;
+            let members: Vec<(&String, &HouseholdMember)> = chunk.iter().flat_map(|(id, _, _, ms)| ms.iter().map(move |m| (id, m))).collect();
+            for part in members.chunks(1000) {
+                let mut sql = String::from("INSERT INTO household_members (household_id, subject, protected) VALUES ");
+                for i in 0..part.len() {
+                    let b = i * 3;
+                    sql.push_str(&format!("{}(${}, ${}, ${})", if i > 0 { ", " } else { "" }, b + 1, b + 2, b + 3));
+                }
+                let mut q = sqlx::query(&sql);
+                for (id, m) in part {
+                    q = q.bind((*id).clone()).bind(m.subject.as_bytes().to_vec()).bind(m.protected);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
+        for chunk in signals.chunks(500) {
+            let mut sql = format!("INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ");
+            for i in 0..chunk.len() {
+                let b = i * 10;
+                let ps: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
+                sql.push_str(&format!("{}({}, NULL)", if i > 0 { ", " } else { "" }, ps.join(", ")));
+            }
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q
+                    .bind(s.id.clone())
+                    .bind(s.agency.to_string())
+                    .bind(s.subject.as_bytes().to_vec())
+                    .bind(s.category.code())
+                    .bind(s.contact.team.clone())
+                    .bind(s.contact.phone.clone())
+                    .bind(s.contact.email.clone())
+                    .bind(micros(s.registered_at))
+                    .bind(micros(s.refreshed_at))
+                    .bind(micros(s.expires_at));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

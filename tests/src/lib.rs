@@ -1,0 +1,308 @@
+//! Test harness: a real gateway (in-process, or the real binary) with a fresh dev PKI, a fresh
+//! database (SQLite file or a new PostgreSQL database) and ephemeral ports; clients per agency over
+//! real mutual TLS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use signaalpoort::client::{AgencyClient, ClientIdentity};
+use signaalpoort_api::v1 as pb;
+use signaalpoort_server::{ManualClock, RunningGateway};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+pub use signaalpoort_core::complete_bsn;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiates an async test body `fn(Backend)` once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Sqlite).await }) +
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::postgres_available().await { super::$name($crate::Backend::Postgres).await }
+            }) +
+        }
+    };
+}
+
+/// Whether the PostgreSQL suite runs; says so when it does not.
+pub async fn postgres_available() -> bool {
+    if std::env::var("SIGNAALPOORT_TEST_DATABASE_URL").is_ok() {
+        return true;
+    }
+    if std::env::var("SIGNAALPOORT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("SIGNAALPOORT_REQUIRE_POSTGRES=1 but SIGNAALPOORT_TEST_DATABASE_URL is not set");
+    }
+    eprintln!("postgres suite skipped: set SIGNAALPOORT_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres");
+    false
+}
+
+/// A fresh PKI + data directory; survives gateway restarts within one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    pub database_url: String,
+}
+
+impl Env {
+    pub async fn new(backend: Backend) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        signaalpoort::dev::init_pki(&dir.path().join("pki"), false).expect("dev pki");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("data").join("signaalpoort.db").display()),
+            Backend::Postgres => signaalpoort_store::testing::fresh_postgres_url()
+                .await
+                .expect("SIGNAALPOORT_TEST_DATABASE_URL set but no database could be created"),
+        };
+        Env { dir, backend, database_url }
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Writes a config with ephemeral ports; `extra` is appended TOML (e.g. `[audit]` tweaks).
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let toml = signaalpoort::dev::dev_config_toml(&self.pki(), &self.data(), "127.0.0.1:0".parse().expect("addr"), Some("127.0.0.1:0".parse().expect("addr")))
+            .expect("config");
+        let toml = toml.replacen("[server]\n", &format!("[server]\ndatabase_url = \"{}\"\n", self.database_url), 1);
+        let path = self.dir.path().join("signaalpoort.toml");
+        std::fs::write(&path, format!("{toml}\n{extra}")).expect("write config");
+        path
+    }
+
+    /// Starts the gateway in-process on a manual clock.
+    pub async fn start(&self, clock: &ManualClock) -> Gateway {
+        self.start_with(clock, "").await
+    }
+
+    pub async fn start_with(&self, clock: &ManualClock, extra: &str) -> Gateway {
+        let config = signaalpoort_server::Config::load(&self.write_config(extra)).expect("config loads");
+        let running = signaalpoort_server::start(config, Arc::new(clock.clone())).await.expect("gateway starts");
+        Gateway {
+            endpoint: format!("https://{}", running.grpc_addr),
+            pki: self.pki(),
+            running,
+        }
+    }
+}
+
+pub struct Gateway {
+    pub endpoint: String,
+    pub pki: PathBuf,
+    pub running: RunningGateway,
+}
+
+impl Gateway {
+    pub async fn client(&self, slug: &str) -> AgencyClient {
+        self.client_as(slug, &format!("{slug}-worker-1")).await
+    }
+
+    pub async fn client_as(&self, slug: &str, actor: &str) -> AgencyClient {
+        AgencyClient::connect(&self.endpoint, &ClientIdentity::dev(&self.pki, slug), actor)
+            .await
+            .expect("client connects")
+    }
+
+    /// A client with an arbitrary certificate and key from the PKI directory.
+    pub async fn client_with(&self, cert: &Path, key: &Path, actor: &str) -> anyhow::Result<AgencyClient> {
+        let id = ClientIdentity { ca: self.pki.join("ca.pem"), cert: cert.to_owned(), key: key.to_owned() };
+        AgencyClient::connect(&self.endpoint, &id, actor).await
+    }
+
+    pub async fn stop(self) {
+        self.running.shutdown().await;
+    }
+
+    pub fn store(&self) -> &signaalpoort_store::Store {
+        &self.running.gateway.store
+    }
+
+    /// Number of access-log records so far.
+    pub async fn log_len(&self) -> u64 {
+        self.store().read().head().await.expect("head").0
+    }
+}
+
+pub const GEMEENTE: &str = "gemeente-groningen";
+pub const WIJ: &str = "wij-groningen";
+pub const GGD: &str = "ggd-groningen";
+pub const VEILIG_THUIS: &str = "veilig-thuis-groningen";
+pub const JEUGDHULP: &str = "jeugdhulp-accare";
+pub const AUDITOR: &str = "auditor";
+
+/// A valid BSN derived from a small number, distinct per number.
+pub fn bsn(n: u32) -> String {
+    let mut k = 0;
+    loop {
+        if let Some(b) = complete_bsn(&format!("{:08}", 20_000_000 + n * 10 + k)) {
+            return b;
+        }
+        k += 1;
+    }
+}
+
+pub fn contact(team: &str) -> Option<pb::ContactPoint> {
+    Some(pb::ContactPoint { team: team.to_owned(), phone: "050 123 4567".to_owned(), email: String::new() })
+}
+
+pub fn future(days: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp() + days * 86400, nanos: 0 })
+}
+
+pub async fn register(c: &mut AgencyClient, bsn: &str, category: pb::Category) -> pb::Signal {
+    c.signals
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: bsn.to_owned(),
+            category: category as i32,
+            contact: contact("Team"),
+            ..Default::default()
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .signal
+        .expect("signal")
+}
+
+pub async fn declare(c: &mut AgencyClient, reference: &str, members: &[&str]) -> pb::DeclareHouseholdResponse {
+    c.households
+        .declare_household(pb::DeclareHouseholdRequest {
+            household_ref: reference.to_owned(),
+            members: members.iter().map(|b| pb::HouseholdMember { bsn: (*b).to_owned(), protected: false }).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("declare")
+        .into_inner()
+}
+
+/// Consent of an adult (16+) for the given roles and purposes, household-wide.
+pub async fn consent(c: &mut AgencyClient, bsn: &str, roles: &[pb::Role], purposes: &[pb::Purpose]) -> pb::Consent {
+    c.consents
+        .record_consent(pb::RecordConsentRequest {
+            bsn: bsn.to_owned(),
+            birth_date: "1985-01-01".into(),
+            include_household: true,
+            givers: vec![pb::ConsentGiver::Subject as i32],
+            purposes: purposes.iter().map(|p| *p as i32).collect(),
+            roles: roles.iter().map(|r| *r as i32).collect(),
+            valid_until: future(180),
+            evidence_ref: "doc-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("consent")
+        .into_inner()
+        .consent
+        .expect("consent")
+}
+
+pub async fn involvement(c: &mut AgencyClient, signal_id: &str, purpose: pb::Purpose) -> Result<pb::QueryInvolvementResponse, tonic::Status> {
+    c.signals
+        .query_involvement(pb::QueryInvolvementRequest { signal_id: signal_id.to_owned(), purpose: purpose as i32, ..Default::default() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The ErrorInfo reason of a PERMISSION_DENIED status.
+pub fn deny_reason(status: &tonic::Status) -> String {
+    assert_eq!(status.code(), Code::PermissionDenied, "expected PERMISSION_DENIED, got {status:?}");
+    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+}
+
+/// The fields named in an INVALID_ARGUMENT's BadRequest.
+pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "expected INVALID_ARGUMENT, got {status:?}");
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+pub fn names(resp: &pb::QueryInvolvementResponse) -> Vec<String> {
+    let mut v: Vec<String> = resp.involvements.iter().map(|i| i.agency.clone().unwrap_or_default().name).collect();
+    v.sort();
+    v
+}
+
+/// The real binary as a separate process (for kill -9 and multi-replica tests).
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub endpoint: String,
+    pub pki: PathBuf,
+}
+
+impl Process {
+    /// Starts `signaalpoort serve --config <config>` and waits until it listens.
+    pub async fn serve(config: &Path, pki: &Path) -> Process {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_signaalpoort-under-test"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("SIGNAALPOORT_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn gateway");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("grpc_addr=").nth(1) {
+                    return rest.split_whitespace().next().map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await
+        .expect("gateway listens within 60 s")
+        .expect("gateway printed its address");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Process { child, endpoint: format!("https://{addr}"), pki: pki.to_owned() }
+    }
+
+    pub async fn client(&self, slug: &str) -> AgencyClient {
+        AgencyClient::connect(&self.endpoint, &ClientIdentity::dev(&self.pki, slug), &format!("{slug}-worker-1"))
+            .await
+            .expect("client connects")
+    }
+
+    /// SIGKILL: no shutdown, no final checkpoint.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill -TERM");
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait()).await.expect("exits in time").expect("exit status")
+    }
+}
+
+/// Verifies the whole stored chain and its checkpoints with the gateway's own public key.
+pub async fn verify_stored_chain(database_url: &str, data_dir: &Path) -> signaalpoort_core::access_log::VerifyReport {
+    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(&signaalpoort_server::keys::checkpoint_key_path(data_dir)).expect("checkpoint key");
+    let store = signaalpoort_store::Store::open(database_url, signaalpoort_store::StoreOptions::default()).await.expect("store opens");
+    store.verify_chain(signer.public_key()).await.expect("chain readable")
+}
