@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use signaalpoort::client::{AgencyClient, ClientIdentity};
+use signaalpoort_cli::client::{AgencyClient, ClientIdentity};
 use signaalpoort_api::v1 as pb;
 use signaalpoort_server::{ManualClock, RunningGateway};
 use tonic::Code;
@@ -59,7 +59,7 @@ pub struct Env {
 impl Env {
     pub async fn new(backend: Backend) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        signaalpoort::dev::init_pki(&dir.path().join("pki"), false).expect("dev pki");
+        signaalpoort_cli::dev::init_pki(&dir.path().join("pki"), false).expect("dev pki");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("data").join("signaalpoort.db").display()),
             Backend::Postgres => signaalpoort_store::testing::fresh_postgres_url()
@@ -79,7 +79,7 @@ impl Env {
 
     /// Writes a config with ephemeral ports; `extra` is appended TOML (e.g. `[audit]` tweaks).
     pub fn write_config(&self, extra: &str) -> PathBuf {
-        let toml = signaalpoort::dev::dev_config_toml(&self.pki(), &self.data(), "127.0.0.1:0".parse().expect("addr"), Some("127.0.0.1:0".parse().expect("addr")))
+        let toml = signaalpoort_cli::dev::dev_config_toml(&self.pki(), &self.data(), "127.0.0.1:0".parse().expect("addr"), Some("127.0.0.1:0".parse().expect("addr")))
             .expect("config");
         let toml = toml.replacen("[server]\n", &format!("[server]\ndatabase_url = \"{}\"\n", self.database_url), 1);
         let path = self.dir.path().join("signaalpoort.toml");
@@ -242,6 +242,14 @@ pub fn names(resp: &pb::QueryInvolvementResponse) -> Vec<String> {
     v
 }
 
+/// The gateway binary built from this crate: cargo builds a package's binaries before its
+/// integration tests, next to the `deps/` folder the test executable runs from.
+pub fn under_test_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join(format!("signaalpoort-under-test{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// The real binary as a separate process (for kill -9 and multi-replica tests).
 pub struct Process {
     pub child: tokio::process::Child,
@@ -253,7 +261,7 @@ impl Process {
     /// Starts `signaalpoort serve --config <config>` and waits until it listens.
     pub async fn serve(config: &Path, pki: &Path) -> Process {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_signaalpoort-under-test"))
+        let mut child = tokio::process::Command::new(under_test_binary())
             .args(["serve", "--config"])
             .arg(config)
             .env("SIGNAALPOORT_LOG", "info")

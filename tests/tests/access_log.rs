@@ -154,13 +154,13 @@ async fn export_verifies_offline_and_checkpoints_are_signed(backend: Backend) {
     register(&mut wij, &bsn(260), pb::Category::Parenting).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("log.jsonl");
-    let args = signaalpoort::audit::AuditCommand::Export {
-        conn: signaalpoort::audit::Connection { endpoint: gw.endpoint.clone(), pki: env.pki(), identity: AUDITOR.into(), actor: "fg-1".into() },
+    let args = signaalpoort_cli::audit::AuditCommand::Export {
+        conn: signaalpoort_cli::audit::Connection { endpoint: gw.endpoint.clone(), pki: env.pki(), identity: AUDITOR.into(), actor: "fg-1".into() },
         out: out.clone(),
-        format: signaalpoort::audit::ExportFormat::Jsonl,
+        format: signaalpoort_cli::audit::ExportFormat::Jsonl,
     };
-    signaalpoort::audit::run(args).await.unwrap();
-    let code = signaalpoort::audit::verify(&out, &out.with_extension("checkpoints.jsonl"), &out.with_extension("pubkey").display().to_string()).unwrap();
+    signaalpoort_cli::audit::run(args).await.unwrap();
+    let code = signaalpoort_cli::audit::verify(&out, &out.with_extension("checkpoints.jsonl"), &out.with_extension("pubkey").display().to_string()).unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     // Altering one byte of one exported record is caught and named.
     let text = std::fs::read_to_string(&out).unwrap();

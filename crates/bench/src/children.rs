@@ -28,7 +28,7 @@ pub async fn serve_ceiling(pki: &Path) -> anyhow::Result<()> {
     println!("LISTENING {addr}");
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, signaalpoort::wait_for_signal())
+        .serve_with_incoming_shutdown(incoming, signaalpoort_cli::wait_for_signal())
         .await?;
     Ok(())
 }
@@ -38,7 +38,7 @@ pub async fn serve_gateway(config: &Path) -> anyhow::Result<()> {
     let config = signaalpoort_server::Config::load(config)?;
     let running = signaalpoort_server::start(config, Arc::new(signaalpoort_server::SystemClock)).await?;
     println!("LISTENING {} {}", running.grpc_addr, running.admin_addr.map(|a| a.to_string()).unwrap_or_default());
-    signaalpoort::wait_for_signal().await;
+    signaalpoort_cli::wait_for_signal().await;
     running.shutdown().await;
     Ok(())
 }
@@ -94,8 +94,4 @@ impl Server {
         s.read_to_string(&mut body).await.ok()?;
         body.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
-}
-
-pub fn data_dir(root: &Path, name: &str) -> PathBuf {
-    root.join(name)
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use signaalpoort::client::{AgencyClient, ClientIdentity};
+use signaalpoort_cli::client::{AgencyClient, ClientIdentity};
 use signaalpoort_api::v1 as pb;
 use signaalpoort_core::access_log::{AccessRecord, DecisionCode, RecordDraft, GENESIS_HASH};
 use signaalpoort_core::{complete_bsn, Category, ContactPoint, Oin, SubjectPseudonym};
@@ -116,7 +116,7 @@ const GGD: &str = "ggd-groningen";
 pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let pki = work.path().join("pki");
-    signaalpoort::dev::init_pki(&pki, false)?;
+    signaalpoort_cli::dev::init_pki(&pki, false)?;
     let mut report = Report {
         date: time::OffsetDateTime::now_utc().date().to_string(),
         machine: machine(),
@@ -280,7 +280,7 @@ fn bsn_for(n: u64) -> String {
 async fn connect_all(endpoint: &str, pki: &Path, n: usize) -> anyhow::Result<Vec<tonic::transport::Channel>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(signaalpoort::client::channel(endpoint, &ClientIdentity::dev(pki, WIJ), "localhost").await?);
+        out.push(signaalpoort_cli::client::channel(endpoint, &ClientIdentity::dev(pki, WIJ), "localhost").await?);
     }
     Ok(out)
 }
@@ -368,7 +368,7 @@ async fn handshakes(endpoint: &str, pki: &Path, backend: &str, n: usize) -> anyh
 fn write_config(root: &Path, name: &str, pki: &Path, url: &str) -> anyhow::Result<PathBuf> {
     let data = root.join(name);
     std::fs::create_dir_all(&data)?;
-    let toml = signaalpoort::dev::dev_config_toml(pki, &data, "127.0.0.1:0".parse()?, Some("127.0.0.1:0".parse()?))?;
+    let toml = signaalpoort_cli::dev::dev_config_toml(pki, &data, "127.0.0.1:0".parse()?, Some("127.0.0.1:0".parse()?))?;
     // Benchmarks drive one agency far beyond a production rate limit.
     let toml = toml.replacen("[server]\n", &format!("[server]\ndatabase_url = \"{url}\"\n"), 1)
         + "\n[limits]\ncalls_per_second_per_agency = 1000000\nburst_per_agency = 1000000\n";

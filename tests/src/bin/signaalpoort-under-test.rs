@@ -2,5 +2,5 @@
 //! separate process (kill -9 and restart tests).
 
 fn main() -> std::process::ExitCode {
-    signaalpoort::main()
+    signaalpoort_cli::main()
 }

@@ -302,7 +302,7 @@ async fn alert_loop(gw: &Arc<Gateway>, mut cursor: u64, tx: &mpsc::Sender<Result
             _ = heartbeat.tick() => {
                 if tx.send(Ok(pb::WatchAlertsResponse { alert: None, cursor })).await.is_err() { return Ok(()); }
             }
-            _ = shutdown.wait_for(|s| *s) => return Err(Status::unavailable(format!("the gateway is shutting down; reconnect with after_cursor={cursor}"))),
+            () = async { let _ = shutdown.wait_for(|s| *s).await; } => return Err(Status::unavailable(format!("the gateway is shutting down; reconnect with after_cursor={cursor}"))),
             () = tx.closed() => return Ok(()),
         }
     }

@@ -258,7 +258,7 @@ async fn run_stream(
             () = &mut max_age => {
                 return Err(Status::unavailable(format!("the stream reached its maximum age; reconnect with after_cursor={cursor}")));
             }
-            _ = shutdown.wait_for(|s| *s) => {
+            () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                 return Err(Status::unavailable(format!("the gateway is shutting down; reconnect with after_cursor={cursor}")));
             }
             () = tx.closed() => return Ok(()),
