@@ -1,7 +1,7 @@
 //! The processes under test. The benchmark binary re-executes itself in one of these roles, so the
 //! server's CPU and memory are its own and the load generator does not share its runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;

@@ -70,7 +70,7 @@ pub struct TlsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SignalsConfig {
     /// Lifetime of a signal registered without expires_at (capped at two years).
     pub default_lifetime_days: u32,
@@ -79,7 +79,7 @@ pub struct SignalsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// How often a checkpoint is signed over the chain head (also on shutdown).
     pub checkpoint_interval_secs: u64,
@@ -91,7 +91,7 @@ pub struct AuditConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Sustained calls per second per agency; bursts up to `burst`.
@@ -104,7 +104,7 @@ pub struct LimitsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoordinationConfig {
     /// A match without a coordinator for this long raises a reminder.
     pub reminder_after_days: u32,
