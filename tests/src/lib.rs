@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use signaalpoort_cli::client::{AgencyClient, ClientIdentity};
 use signaalpoort_api::v1 as pb;
+use signaalpoort_cli::client::{AgencyClient, ClientIdentity};
 use signaalpoort_server::{ManualClock, RunningGateway};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -61,12 +61,19 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         signaalpoort_cli::dev::init_pki(&dir.path().join("pki"), false).expect("dev pki");
         let database_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("data").join("signaalpoort.db").display()),
+            Backend::Sqlite => format!(
+                "sqlite://{}",
+                dir.path().join("data").join("signaalpoort.db").display()
+            ),
             Backend::Postgres => signaalpoort_store::testing::fresh_postgres_url()
                 .await
                 .expect("SIGNAALPOORT_TEST_DATABASE_URL set but no database could be created"),
         };
-        Env { dir, backend, database_url }
+        Env {
+            dir,
+            backend,
+            database_url,
+        }
     }
 
     pub fn pki(&self) -> PathBuf {
@@ -79,9 +86,18 @@ impl Env {
 
     /// Writes a config with ephemeral ports; `extra` is appended TOML (e.g. `[audit]` tweaks).
     pub fn write_config(&self, extra: &str) -> PathBuf {
-        let toml = signaalpoort_cli::dev::dev_config_toml(&self.pki(), &self.data(), "127.0.0.1:0".parse().expect("addr"), Some("127.0.0.1:0".parse().expect("addr")))
-            .expect("config");
-        let toml = toml.replacen("[server]\n", &format!("[server]\ndatabase_url = \"{}\"\n", self.database_url), 1);
+        let toml = signaalpoort_cli::dev::dev_config_toml(
+            &self.pki(),
+            &self.data(),
+            "127.0.0.1:0".parse().expect("addr"),
+            Some("127.0.0.1:0".parse().expect("addr")),
+        )
+        .expect("config");
+        let toml = toml.replacen(
+            "[server]\n",
+            &format!("[server]\ndatabase_url = \"{}\"\n", self.database_url),
+            1,
+        );
         let path = self.dir.path().join("signaalpoort.toml");
         std::fs::write(&path, format!("{toml}\n{extra}")).expect("write config");
         path
@@ -93,8 +109,11 @@ impl Env {
     }
 
     pub async fn start_with(&self, clock: &ManualClock, extra: &str) -> Gateway {
-        let config = signaalpoort_server::Config::load(&self.write_config(extra)).expect("config loads");
-        let running = signaalpoort_server::start(config, Arc::new(clock.clone())).await.expect("gateway starts");
+        let config =
+            signaalpoort_server::Config::load(&self.write_config(extra)).expect("config loads");
+        let running = signaalpoort_server::start(config, Arc::new(clock.clone()))
+            .await
+            .expect("gateway starts");
         Gateway {
             endpoint: format!("https://{}", running.grpc_addr),
             pki: self.pki(),
@@ -121,8 +140,17 @@ impl Gateway {
     }
 
     /// A client with an arbitrary certificate and key from the PKI directory.
-    pub async fn client_with(&self, cert: &Path, key: &Path, actor: &str) -> anyhow::Result<AgencyClient> {
-        let id = ClientIdentity { ca: self.pki.join("ca.pem"), cert: cert.to_owned(), key: key.to_owned() };
+    pub async fn client_with(
+        &self,
+        cert: &Path,
+        key: &Path,
+        actor: &str,
+    ) -> anyhow::Result<AgencyClient> {
+        let id = ClientIdentity {
+            ca: self.pki.join("ca.pem"),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        };
         AgencyClient::connect(&self.endpoint, &id, actor).await
     }
 
@@ -159,11 +187,18 @@ pub fn bsn(n: u32) -> String {
 }
 
 pub fn contact(team: &str) -> Option<pb::ContactPoint> {
-    Some(pb::ContactPoint { team: team.to_owned(), phone: "050 123 4567".to_owned(), email: String::new() })
+    Some(pb::ContactPoint {
+        team: team.to_owned(),
+        phone: "050 123 4567".to_owned(),
+        email: String::new(),
+    })
 }
 
 pub fn future(days: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp() + days * 86400, nanos: 0 })
+    Some(prost_types::Timestamp {
+        seconds: time::OffsetDateTime::now_utc().unix_timestamp() + days * 86400,
+        nanos: 0,
+    })
 }
 
 pub async fn register(c: &mut AgencyClient, bsn: &str, category: pb::Category) -> pb::Signal {
@@ -181,11 +216,21 @@ pub async fn register(c: &mut AgencyClient, bsn: &str, category: pb::Category) -
         .expect("signal")
 }
 
-pub async fn declare(c: &mut AgencyClient, reference: &str, members: &[&str]) -> pb::DeclareHouseholdResponse {
+pub async fn declare(
+    c: &mut AgencyClient,
+    reference: &str,
+    members: &[&str],
+) -> pb::DeclareHouseholdResponse {
     c.households
         .declare_household(pb::DeclareHouseholdRequest {
             household_ref: reference.to_owned(),
-            members: members.iter().map(|b| pb::HouseholdMember { bsn: (*b).to_owned(), protected: false }).collect(),
+            members: members
+                .iter()
+                .map(|b| pb::HouseholdMember {
+                    bsn: (*b).to_owned(),
+                    protected: false,
+                })
+                .collect(),
             ..Default::default()
         })
         .await
@@ -194,7 +239,12 @@ pub async fn declare(c: &mut AgencyClient, reference: &str, members: &[&str]) ->
 }
 
 /// Consent of an adult (16+) for the given roles and purposes, household-wide.
-pub async fn consent(c: &mut AgencyClient, bsn: &str, roles: &[pb::Role], purposes: &[pb::Purpose]) -> pb::Consent {
+pub async fn consent(
+    c: &mut AgencyClient,
+    bsn: &str,
+    roles: &[pb::Role],
+    purposes: &[pb::Purpose],
+) -> pb::Consent {
     c.consents
         .record_consent(pb::RecordConsentRequest {
             bsn: bsn.to_owned(),
@@ -214,22 +264,41 @@ pub async fn consent(c: &mut AgencyClient, bsn: &str, roles: &[pb::Role], purpos
         .expect("consent")
 }
 
-pub async fn involvement(c: &mut AgencyClient, signal_id: &str, purpose: pb::Purpose) -> Result<pb::QueryInvolvementResponse, tonic::Status> {
+pub async fn involvement(
+    c: &mut AgencyClient,
+    signal_id: &str,
+    purpose: pb::Purpose,
+) -> Result<pb::QueryInvolvementResponse, tonic::Status> {
     c.signals
-        .query_involvement(pb::QueryInvolvementRequest { signal_id: signal_id.to_owned(), purpose: purpose as i32, ..Default::default() })
+        .query_involvement(pb::QueryInvolvementRequest {
+            signal_id: signal_id.to_owned(),
+            purpose: purpose as i32,
+            ..Default::default()
+        })
         .await
         .map(|r| r.into_inner())
 }
 
 /// The ErrorInfo reason of a PERMISSION_DENIED status.
 pub fn deny_reason(status: &tonic::Status) -> String {
-    assert_eq!(status.code(), Code::PermissionDenied, "expected PERMISSION_DENIED, got {status:?}");
-    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "expected PERMISSION_DENIED, got {status:?}"
+    );
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
 }
 
 /// The fields named in an INVALID_ARGUMENT's BadRequest.
 pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "expected INVALID_ARGUMENT, got {status:?}");
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "expected INVALID_ARGUMENT, got {status:?}"
+    );
     status
         .get_details_bad_request()
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
@@ -237,7 +306,11 @@ pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
 }
 
 pub fn names(resp: &pb::QueryInvolvementResponse) -> Vec<String> {
-    let mut v: Vec<String> = resp.involvements.iter().map(|i| i.agency.clone().unwrap_or_default().name).collect();
+    let mut v: Vec<String> = resp
+        .involvements
+        .iter()
+        .map(|i| i.agency.clone().unwrap_or_default().name)
+        .collect();
     v.sort();
     v
 }
@@ -247,7 +320,10 @@ pub fn names(resp: &pb::QueryInvolvementResponse) -> Vec<String> {
 pub fn under_test_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join(format!("signaalpoort-under-test{}", std::env::consts::EXE_SUFFIX))
+    dir.join(format!(
+        "signaalpoort-under-test{}",
+        std::env::consts::EXE_SUFFIX
+    ))
 }
 
 /// The real binary as a separate process (for kill -9 and multi-replica tests).
@@ -285,13 +361,21 @@ impl Process {
         .expect("gateway printed its address");
         // Keep draining stderr so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Process { child, endpoint: format!("https://{addr}"), pki: pki.to_owned() }
+        Process {
+            child,
+            endpoint: format!("https://{addr}"),
+            pki: pki.to_owned(),
+        }
     }
 
     pub async fn client(&self, slug: &str) -> AgencyClient {
-        AgencyClient::connect(&self.endpoint, &ClientIdentity::dev(&self.pki, slug), &format!("{slug}-worker-1"))
-            .await
-            .expect("client connects")
+        AgencyClient::connect(
+            &self.endpoint,
+            &ClientIdentity::dev(&self.pki, slug),
+            &format!("{slug}-worker-1"),
+        )
+        .await
+        .expect("client connects")
     }
 
     /// SIGKILL: no shutdown, no final checkpoint.
@@ -302,15 +386,34 @@ impl Process {
     /// SIGTERM and wait for a graceful exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
-            std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill -TERM");
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .expect("kill -TERM");
         }
-        tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait()).await.expect("exits in time").expect("exit status")
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("exit status")
     }
 }
 
 /// Verifies the whole stored chain and its checkpoints with the gateway's own public key.
-pub async fn verify_stored_chain(database_url: &str, data_dir: &Path) -> signaalpoort_core::access_log::VerifyReport {
-    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(&signaalpoort_server::keys::checkpoint_key_path(data_dir)).expect("checkpoint key");
-    let store = signaalpoort_store::Store::open(database_url, signaalpoort_store::StoreOptions::default()).await.expect("store opens");
-    store.verify_chain(signer.public_key()).await.expect("chain readable")
+pub async fn verify_stored_chain(
+    database_url: &str,
+    data_dir: &Path,
+) -> signaalpoort_core::access_log::VerifyReport {
+    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(
+        &signaalpoort_server::keys::checkpoint_key_path(data_dir),
+    )
+    .expect("checkpoint key");
+    let store =
+        signaalpoort_store::Store::open(database_url, signaalpoort_store::StoreOptions::default())
+            .await
+            .expect("store opens");
+    store
+        .verify_chain(signer.public_key())
+        .await
+        .expect("chain readable")
 }

@@ -19,7 +19,13 @@ macro_rules! one_record {
         let before = $gw.log_len().await;
         let result = $call;
         let after = $gw.log_len().await;
-        assert_eq!(after, before + 1, "{} wrote {} records", $what, after - before);
+        assert_eq!(
+            after,
+            before + 1,
+            "{} wrote {} records",
+            $what,
+            after - before
+        );
         result
     }};
 }
@@ -33,31 +39,197 @@ async fn every_rpc_writes_exactly_one_record(backend: Backend) {
     let mut gem = gw.client(GEMEENTE).await;
     let mut auditor = gw.client(AUDITOR).await;
 
-    let sig = one_record!(gw, "RegisterSignal", register(&mut wij, &mother, pb::Category::Finances).await);
-    one_record!(gw, "RegisterSignal (other agency)", register(&mut ggd, &child, pb::Category::Health).await);
-    one_record!(gw, "RegisterSignal denied", wij.signals.register_signal(pb::RegisterSignalRequest::default()).await.unwrap_err());
-    one_record!(gw, "DeclareHousehold", declare(&mut gem, "hh-201", &[&mother, &child]).await);
-    one_record!(gw, "QueryInvolvement denied", involvement(&mut wij, &sig.signal_id, CARE).await.unwrap_err());
-    let c = one_record!(gw, "RecordConsent", consent(&mut wij, &mother, &[pb::Role::Wij, pb::Role::Ggd], &[CARE]).await);
-    one_record!(gw, "QueryInvolvement", involvement(&mut wij, &sig.signal_id, CARE).await.unwrap());
-    one_record!(gw, "ListSignals", wij.signals.list_signals(pb::ListSignalsRequest::default()).await.unwrap());
-    one_record!(gw, "ListConsents", wij.consents.list_consents(pb::ListConsentsRequest::default()).await.unwrap());
+    let sig = one_record!(
+        gw,
+        "RegisterSignal",
+        register(&mut wij, &mother, pb::Category::Finances).await
+    );
+    one_record!(
+        gw,
+        "RegisterSignal (other agency)",
+        register(&mut ggd, &child, pb::Category::Health).await
+    );
+    one_record!(
+        gw,
+        "RegisterSignal denied",
+        wij.signals
+            .register_signal(pb::RegisterSignalRequest::default())
+            .await
+            .unwrap_err()
+    );
+    one_record!(
+        gw,
+        "DeclareHousehold",
+        declare(&mut gem, "hh-201", &[&mother, &child]).await
+    );
+    one_record!(
+        gw,
+        "QueryInvolvement denied",
+        involvement(&mut wij, &sig.signal_id, CARE)
+            .await
+            .unwrap_err()
+    );
+    let c = one_record!(
+        gw,
+        "RecordConsent",
+        consent(&mut wij, &mother, &[pb::Role::Wij, pb::Role::Ggd], &[CARE]).await
+    );
+    one_record!(
+        gw,
+        "QueryInvolvement",
+        involvement(&mut wij, &sig.signal_id, CARE).await.unwrap()
+    );
+    one_record!(
+        gw,
+        "ListSignals",
+        wij.signals
+            .list_signals(pb::ListSignalsRequest::default())
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "ListConsents",
+        wij.consents
+            .list_consents(pb::ListConsentsRequest::default())
+            .await
+            .unwrap()
+    );
     // The poll delivers one notification (GGD's signal matched via the household): still one record.
-    one_record!(gw, "ListNotifications", wij.notifications.list_notifications(pb::ListNotificationsRequest { purpose: CARE as i32, ..Default::default() }).await.unwrap());
-    one_record!(gw, "WithdrawConsent", wij.consents.withdraw_consent(pb::WithdrawConsentRequest { consent_id: c.consent_id.clone(), ..Default::default() }).await.unwrap());
-    one_record!(gw, "WithdrawConsent not found", wij.consents.withdraw_consent(pb::WithdrawConsentRequest { consent_id: c.consent_id.clone(), ..Default::default() }).await.unwrap_err());
-    one_record!(gw, "WithdrawSignal", wij.signals.withdraw_signal(pb::WithdrawSignalRequest { signal_id: sig.signal_id.clone(), ..Default::default() }).await.unwrap());
-    one_record!(gw, "DissolveHousehold", gem.households.dissolve_household(pb::DissolveHouseholdRequest { household_ref: "hh-201".into(), ..Default::default() }).await.unwrap());
-    one_record!(gw, "QueryAccessLog", auditor.audit.query_access_log(pb::QueryAccessLogRequest::default()).await.unwrap());
-    one_record!(gw, "QueryAccessLog denied", wij.audit.query_access_log(pb::QueryAccessLogRequest::default()).await.unwrap_err());
-    one_record!(gw, "ListCheckpoints", auditor.audit.list_checkpoints(pb::ListCheckpointsRequest::default()).await.unwrap());
-    one_record!(gw, "GetPublicKey", auditor.audit.get_public_key(pb::GetPublicKeyRequest {}).await.unwrap());
-    one_record!(gw, "CitizenReport", auditor.audit.citizen_report(pb::CitizenReportRequest { bsn: mother.clone(), ..Default::default() }).await.unwrap());
-    let export = one_record!(gw, "ExportAccessLog", auditor.audit.export_access_log(pb::ExportAccessLogRequest::default()).await.unwrap());
+    one_record!(
+        gw,
+        "ListNotifications",
+        wij.notifications
+            .list_notifications(pb::ListNotificationsRequest {
+                purpose: CARE as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "WithdrawConsent",
+        wij.consents
+            .withdraw_consent(pb::WithdrawConsentRequest {
+                consent_id: c.consent_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "WithdrawConsent not found",
+        wij.consents
+            .withdraw_consent(pb::WithdrawConsentRequest {
+                consent_id: c.consent_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+    );
+    one_record!(
+        gw,
+        "WithdrawSignal",
+        wij.signals
+            .withdraw_signal(pb::WithdrawSignalRequest {
+                signal_id: sig.signal_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "DissolveHousehold",
+        gem.households
+            .dissolve_household(pb::DissolveHouseholdRequest {
+                household_ref: "hh-201".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "QueryAccessLog",
+        auditor
+            .audit
+            .query_access_log(pb::QueryAccessLogRequest::default())
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "QueryAccessLog denied",
+        wij.audit
+            .query_access_log(pb::QueryAccessLogRequest::default())
+            .await
+            .unwrap_err()
+    );
+    one_record!(
+        gw,
+        "ListCheckpoints",
+        auditor
+            .audit
+            .list_checkpoints(pb::ListCheckpointsRequest::default())
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "GetPublicKey",
+        auditor
+            .audit
+            .get_public_key(pb::GetPublicKeyRequest {})
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "CitizenReport",
+        auditor
+            .audit
+            .citizen_report(pb::CitizenReportRequest {
+                bsn: mother.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+    let export = one_record!(
+        gw,
+        "ExportAccessLog",
+        auditor
+            .audit
+            .export_access_log(pb::ExportAccessLogRequest::default())
+            .await
+            .unwrap()
+    );
     let lines: Vec<_> = export.into_inner().collect::<Vec<_>>().await;
     assert!(lines.iter().all(|l| l.is_ok()));
-    one_record!(gw, "WatchAlerts", auditor.audit.watch_alerts(pb::WatchAlertsRequest::default()).await.unwrap());
-    one_record!(gw, "WatchNotifications", ggd.notifications.watch_notifications(pb::WatchNotificationsRequest { purpose: pb::Purpose::CaseCoordination as i32, after_cursor: u64::MAX / 2, ..Default::default() }).await.unwrap());
+    one_record!(
+        gw,
+        "WatchAlerts",
+        auditor
+            .audit
+            .watch_alerts(pb::WatchAlertsRequest::default())
+            .await
+            .unwrap()
+    );
+    one_record!(
+        gw,
+        "WatchNotifications",
+        ggd.notifications
+            .watch_notifications(pb::WatchNotificationsRequest {
+                purpose: pb::Purpose::CaseCoordination as i32,
+                after_cursor: u64::MAX / 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
     gw.stop().await;
 }
 
@@ -72,14 +244,31 @@ async fn records_carry_nen7513_fields_and_trace_context(backend: Backend) {
         contact: contact("Team"),
         ..Default::default()
     });
-    req.metadata_mut().insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+    req.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
     let resp = wij.signals.register_signal(req).await.unwrap();
-    let returned = resp.metadata().get("traceparent").unwrap().to_str().unwrap().to_owned();
-    assert!(returned.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{returned}");
+    let returned = resp
+        .metadata()
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        returned.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{returned}"
+    );
     let mut auditor = gw.client(AUDITOR).await;
     let records = auditor
         .audit
-        .query_access_log(pb::QueryAccessLogRequest { actor_id: "wij-medewerker-77".into(), ..Default::default() })
+        .query_access_log(pb::QueryAccessLogRequest {
+            actor_id: "wij-medewerker-77".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -98,7 +287,15 @@ async fn records_carry_nen7513_fields_and_trace_context(backend: Backend) {
     assert_eq!(r.decision, pb::Decision::Allow as i32);
     assert_eq!(r.status_code, 0);
     // Query by BSN finds it (pseudonymised on the fly).
-    let by_bsn = auditor.audit.query_access_log(pb::QueryAccessLogRequest { bsn: bsn(210), ..Default::default() }).await.unwrap().into_inner();
+    let by_bsn = auditor
+        .audit
+        .query_access_log(pb::QueryAccessLogRequest {
+            bsn: bsn(210),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(by_bsn.records.len(), 1);
     gw.stop().await;
 }
@@ -116,11 +313,17 @@ async fn citizen_report_lists_exactly_the_accesses(backend: Backend) {
     involvement(&mut wij, &s.signal_id, CARE).await.unwrap();
     // Refused calls are not accesses; they do not appear.
     let mut accare = gw.client(JEUGDHULP).await;
-    involvement(&mut accare, &s.signal_id, CARE).await.unwrap_err();
+    involvement(&mut accare, &s.signal_id, CARE)
+        .await
+        .unwrap_err();
     let mut auditor = gw.client(AUDITOR).await;
     let report = auditor
         .audit
-        .citizen_report(pb::CitizenReportRequest { bsn: child.clone(), format: pb::ReportFormat::Text as i32, ..Default::default() })
+        .citizen_report(pb::CitizenReportRequest {
+            bsn: child.clone(),
+            format: pb::ReportFormat::Text as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -128,13 +331,22 @@ async fn citizen_report_lists_exactly_the_accesses(backend: Backend) {
     assert!(report.content.contains("WIJ Groningen"));
     assert!(report.content.contains("signaal vastgelegd"));
     assert!(report.content.contains("toestemming vastgelegd"));
-    assert!(report.content.contains("betrokkenheid van anderen opgevraagd"));
+    assert!(report
+        .content
+        .contains("betrokkenheid van anderen opgevraagd"));
     assert!(report.content.contains("afstemming van zorg"));
     assert!(!report.content.contains("GGD"));
-    assert!(!report.content.contains("wij-groningen-worker"), "no employee ids");
+    assert!(
+        !report.content.contains("wij-groningen-worker"),
+        "no employee ids"
+    );
     let html = auditor
         .audit
-        .citizen_report(pb::CitizenReportRequest { bsn: child, format: pb::ReportFormat::Html as i32, ..Default::default() })
+        .citizen_report(pb::CitizenReportRequest {
+            bsn: child,
+            format: pb::ReportFormat::Html as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -155,26 +367,46 @@ async fn export_verifies_offline_and_checkpoints_are_signed(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("log.jsonl");
     let args = signaalpoort_cli::audit::AuditCommand::Export {
-        conn: signaalpoort_cli::audit::Connection { endpoint: gw.endpoint.clone(), pki: env.pki(), identity: AUDITOR.into(), actor: "fg-1".into() },
+        conn: signaalpoort_cli::audit::Connection {
+            endpoint: gw.endpoint.clone(),
+            pki: env.pki(),
+            identity: AUDITOR.into(),
+            actor: "fg-1".into(),
+        },
         out: out.clone(),
         format: signaalpoort_cli::audit::ExportFormat::Jsonl,
     };
     signaalpoort_cli::audit::run(args).await.unwrap();
-    let code = signaalpoort_cli::audit::verify(&out, &out.with_extension("checkpoints.jsonl"), &out.with_extension("pubkey").display().to_string()).unwrap();
+    let code = signaalpoort_cli::audit::verify(
+        &out,
+        &out.with_extension("checkpoints.jsonl"),
+        &out.with_extension("pubkey").display().to_string(),
+    )
+    .unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     // Altering one byte of one exported record is caught and named.
     let text = std::fs::read_to_string(&out).unwrap();
-    let tampered = text.replacen("\"action\":\"RegisterSignal\"", "\"action\":\"ListSignals\"", 3);
+    let tampered = text.replacen(
+        "\"action\":\"RegisterSignal\"",
+        "\"action\":\"ListSignals\"",
+        3,
+    );
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, tampered).unwrap();
     let report = signaalpoort_core::access_log::verify_export(
-        std::fs::read(&bad).unwrap().split(|b| *b == b'\n').collect::<Vec<_>>(),
+        std::fs::read(&bad)
+            .unwrap()
+            .split(|b| *b == b'\n')
+            .collect::<Vec<_>>(),
         &[],
         &[],
     );
     let problem = report.first_problem.expect("tampering detected");
     assert_eq!(problem.seq, Some(1));
-    assert_eq!(problem.kind, signaalpoort_core::access_log::ProblemKind::HashMismatch);
+    assert_eq!(
+        problem.kind,
+        signaalpoort_core::access_log::ProblemKind::HashMismatch
+    );
     gw.stop().await;
 }
 
@@ -196,7 +428,14 @@ async fn store_failure_fails_the_call_closed() {
     let s = register(&mut wij, &child, pb::Category::Parenting).await;
     register(&mut gw.client(GGD).await, &child, pb::Category::Health).await;
     consent(&mut wij, &child, &[pb::Role::Wij, pb::Role::Ggd], &[CARE]).await;
-    assert_eq!(involvement(&mut wij, &s.signal_id, CARE).await.unwrap().involvements.len(), 1);
+    assert_eq!(
+        involvement(&mut wij, &s.signal_id, CARE)
+            .await
+            .unwrap()
+            .involvements
+            .len(),
+        1
+    );
 
     let url = env.database_url.clone();
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -208,13 +447,26 @@ async fn store_failure_fails_the_call_closed() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let status = wij
         .signals
-        .register_signal(pb::RegisterSignalRequest { bsn: bsn(271), category: 1, contact: contact("T"), ..Default::default() })
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: bsn(271),
+            category: 1,
+            contact: contact("T"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    sqlx::query("DROP TRIGGER forced_failure").execute(&pool).await.unwrap();
+    sqlx::query("DROP TRIGGER forced_failure")
+        .execute(&pool)
+        .await
+        .unwrap();
     // The refused registration left nothing behind.
-    let list = wij.signals.list_signals(pb::ListSignalsRequest::default()).await.unwrap().into_inner();
+    let list = wij
+        .signals
+        .list_signals(pb::ListSignalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.signals.len(), 1);
     gw.stop().await;
 }

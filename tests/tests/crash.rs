@@ -52,7 +52,15 @@ async fn kill9_mid_burst_loses_no_acknowledged_call(backend: Backend) {
     let mut stored = HashSet::new();
     let mut token = String::new();
     loop {
-        let page = wij.signals.list_signals(pb::ListSignalsRequest { page_size: 500, page_token: token.clone() }).await.expect("list").into_inner();
+        let page = wij
+            .signals
+            .list_signals(pb::ListSignalsRequest {
+                page_size: 500,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("list")
+            .into_inner();
         stored.extend(page.signals.into_iter().map(|s| s.signal_id));
         if page.next_page_token.is_empty() {
             break;
@@ -60,19 +68,35 @@ async fn kill9_mid_burst_loses_no_acknowledged_call(backend: Backend) {
         token = page.next_page_token;
     }
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged signals lost after kill -9, e.g. {:?}", lost.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged signals lost after kill -9, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
     let status = gw.terminate().await;
     assert!(status.success(), "graceful exit: {status:?}");
 
     let report = verify_stored_chain(&env.database_url, &env.data()).await;
-    assert!(report.is_ok(), "chain after kill -9: {:?}", report.first_problem);
+    assert!(
+        report.is_ok(),
+        "chain after kill -9: {:?}",
+        report.first_problem
+    );
     // Every acknowledged registration has its record (plus list calls and deliveries).
-    let store = signaalpoort_store::Store::open(&env.database_url, signaalpoort_store::StoreOptions::default()).await.unwrap();
+    let store = signaalpoort_store::Store::open(
+        &env.database_url,
+        signaalpoort_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut with_record = HashSet::new();
     let mut from = 1;
     loop {
         let page = store.read().export_log(from, u64::MAX, 5000).await.unwrap();
-        let Some(last) = page.last().map(|r| r.seq) else { break };
+        let Some(last) = page.last().map(|r| r.seq) else {
+            break;
+        };
         for r in page {
             if r.draft.action == "RegisterSignal" && r.draft.status_code == 0 {
                 with_record.insert(r.draft.object_id);
@@ -81,7 +105,11 @@ async fn kill9_mid_burst_loses_no_acknowledged_call(backend: Backend) {
         from = last + 1;
     }
     let unlogged: Vec<_> = acknowledged.difference(&with_record).collect();
-    assert!(unlogged.is_empty(), "{} acknowledged calls without a record", unlogged.len());
+    assert!(
+        unlogged.is_empty(),
+        "{} acknowledged calls without a record",
+        unlogged.len()
+    );
 }
 
 both_backends!(kill9_mid_burst_loses_no_acknowledged_call);

@@ -7,7 +7,12 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 const CARE: pb::Purpose = pb::Purpose::CareCoordination;
-const ROLES: &[pb::Role] = &[pb::Role::Wij, pb::Role::Ggd, pb::Role::Jeugdhulp, pb::Role::Gemeente];
+const ROLES: &[pb::Role] = &[
+    pb::Role::Wij,
+    pb::Role::Ggd,
+    pb::Role::Jeugdhulp,
+    pb::Role::Gemeente,
+];
 
 fn clock() -> ManualClock {
     ManualClock::new(time::OffsetDateTime::now_utc())
@@ -26,18 +31,38 @@ async fn household_match_across_members(backend: Backend) {
     consent(&mut wij, &mother, ROLES, &[CARE]).await;
 
     // Before the household is declared the signals concern different persons: no match.
-    assert!(involvement(&mut wij, &wij_sig.signal_id, CARE).await.unwrap().involvements.is_empty());
+    assert!(involvement(&mut wij, &wij_sig.signal_id, CARE)
+        .await
+        .unwrap()
+        .involvements
+        .is_empty());
 
-    declare(&mut gw.client(GEMEENTE).await, "hh-1", &[&mother, &daughter, &son]).await;
-    let answer = involvement(&mut wij, &wij_sig.signal_id, CARE).await.unwrap();
+    declare(
+        &mut gw.client(GEMEENTE).await,
+        "hh-1",
+        &[&mother, &daughter, &son],
+    )
+    .await;
+    let answer = involvement(&mut wij, &wij_sig.signal_id, CARE)
+        .await
+        .unwrap();
     assert_eq!(names(&answer), ["Accare Jeugdhulp", "GGD Groningen"]);
-    assert!(answer.involvements.iter().all(|i| i.level == pb::MatchLevel::Household as i32));
+    assert!(answer
+        .involvements
+        .iter()
+        .all(|i| i.level == pb::MatchLevel::Household as i32));
     assert_eq!(answer.basis, pb::Basis::Consent as i32);
-    let ggd_view = answer.involvements.iter().find(|i| i.agency.as_ref().unwrap().name == "GGD Groningen").unwrap();
+    let ggd_view = answer
+        .involvements
+        .iter()
+        .find(|i| i.agency.as_ref().unwrap().name == "GGD Groningen")
+        .unwrap();
     assert_eq!(ggd_view.category, pb::Category::Health as i32);
     assert_eq!(ggd_view.contact.as_ref().unwrap().team, "Team");
     // The other direction, from the daughter's signal, via the same household-wide consent.
-    let answer = involvement(&mut ggd, &ggd_sig.signal_id, CARE).await.unwrap();
+    let answer = involvement(&mut ggd, &ggd_sig.signal_id, CARE)
+        .await
+        .unwrap();
     assert_eq!(names(&answer), ["Accare Jeugdhulp", "WIJ Groningen"]);
     gw.stop().await;
 }
@@ -53,10 +78,18 @@ async fn one_agency_alone_has_no_match(backend: Backend) {
     declare(&mut gw.client(GEMEENTE).await, "hh-2", &[&a, &b]).await;
     consent(&mut wij, &a, ROLES, &[CARE]).await;
     let answer = involvement(&mut wij, &s1.signal_id, CARE).await.unwrap();
-    assert!(answer.involvements.is_empty(), "an agency never matches itself: {answer:?}");
+    assert!(
+        answer.involvements.is_empty(),
+        "an agency never matches itself: {answer:?}"
+    );
     let reg = wij
         .signals
-        .register_signal(pb::RegisterSignalRequest { bsn: a.clone(), category: pb::Category::Finances as i32, contact: contact("Team"), ..Default::default() })
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: a.clone(),
+            category: pb::Category::Finances as i32,
+            contact: contact("Team"),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -74,7 +107,11 @@ async fn register_again_refreshes_without_duplicate(backend: Backend) {
         .register_signal(pb::RegisterSignalRequest {
             bsn: bsn(21),
             category: pb::Category::Health as i32,
-            contact: Some(pb::ContactPoint { team: "JGZ Noord".into(), phone: "050 999 0000".into(), email: "jgz@ggd.example".into() }),
+            contact: Some(pb::ContactPoint {
+                team: "JGZ Noord".into(),
+                phone: "050 999 0000".into(),
+                email: "jgz@ggd.example".into(),
+            }),
             ..Default::default()
         })
         .await
@@ -84,7 +121,12 @@ async fn register_again_refreshes_without_duplicate(backend: Backend) {
     let again = again.signal.unwrap();
     assert_eq!(again.signal_id, first.signal_id);
     assert_eq!(again.contact.unwrap().team, "JGZ Noord");
-    let list = ggd.signals.list_signals(pb::ListSignalsRequest::default()).await.unwrap().into_inner();
+    let list = ggd
+        .signals
+        .list_signals(pb::ListSignalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.signals.len(), 1);
     gw.stop().await;
 }
@@ -101,24 +143,66 @@ async fn withdraw_and_expiry_end_a_match(backend: Backend) {
     let ggd_sig = register(&mut ggd, &child, pb::Category::Health).await;
     accare
         .signals
-        .register_signal(pb::RegisterSignalRequest { bsn: child.clone(), category: pb::Category::YouthCare as i32, contact: contact("Accare"), expires_at: future(10), ..Default::default() })
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: child.clone(),
+            category: pb::Category::YouthCare as i32,
+            contact: contact("Accare"),
+            expires_at: future(10),
+            ..Default::default()
+        })
         .await
         .unwrap();
     consent(&mut wij, &child, ROLES, &[CARE]).await;
-    let answer = involvement(&mut wij, &wij_sig.signal_id, CARE).await.unwrap();
+    let answer = involvement(&mut wij, &wij_sig.signal_id, CARE)
+        .await
+        .unwrap();
     assert_eq!(names(&answer), ["Accare Jeugdhulp", "GGD Groningen"]);
-    assert!(answer.involvements.iter().all(|i| i.level == pb::MatchLevel::Subject as i32));
+    assert!(answer
+        .involvements
+        .iter()
+        .all(|i| i.level == pb::MatchLevel::Subject as i32));
 
-    ggd.signals.withdraw_signal(pb::WithdrawSignalRequest { signal_id: ggd_sig.signal_id.clone(), ..Default::default() }).await.unwrap();
-    assert_eq!(names(&involvement(&mut wij, &wij_sig.signal_id, CARE).await.unwrap()), ["Accare Jeugdhulp"]);
+    ggd.signals
+        .withdraw_signal(pb::WithdrawSignalRequest {
+            signal_id: ggd_sig.signal_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        names(
+            &involvement(&mut wij, &wij_sig.signal_id, CARE)
+                .await
+                .unwrap()
+        ),
+        ["Accare Jeugdhulp"]
+    );
     // Withdrawing again, or another agency's signal, is NOT_FOUND.
-    let again = ggd.signals.withdraw_signal(pb::WithdrawSignalRequest { signal_id: ggd_sig.signal_id.clone(), ..Default::default() }).await.unwrap_err();
+    let again = ggd
+        .signals
+        .withdraw_signal(pb::WithdrawSignalRequest {
+            signal_id: ggd_sig.signal_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::NotFound);
-    let foreign = ggd.signals.withdraw_signal(pb::WithdrawSignalRequest { signal_id: wij_sig.signal_id.clone(), ..Default::default() }).await.unwrap_err();
+    let foreign = ggd
+        .signals
+        .withdraw_signal(pb::WithdrawSignalRequest {
+            signal_id: wij_sig.signal_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(foreign.code(), Code::NotFound);
 
     clock.advance(time::Duration::days(11));
-    assert!(involvement(&mut wij, &wij_sig.signal_id, CARE).await.unwrap().involvements.is_empty());
+    assert!(involvement(&mut wij, &wij_sig.signal_id, CARE)
+        .await
+        .unwrap()
+        .involvements
+        .is_empty());
     gw.stop().await;
 }
 
@@ -129,18 +213,29 @@ async fn watch_resumes_without_loss_or_duplicates(backend: Backend) {
     let mut wij = gw.client(WIJ).await;
     register(&mut wij, &child, pb::Category::Parenting).await;
     consent(&mut wij, &child, ROLES, &[CARE]).await;
-    let mut others = vec![gw.client(GGD).await, gw.client(JEUGDHULP).await, gw.client(GEMEENTE).await];
+    let mut others = vec![
+        gw.client(GGD).await,
+        gw.client(JEUGDHULP).await,
+        gw.client(GEMEENTE).await,
+    ];
 
     let mut stream = wij
         .notifications
-        .watch_notifications(pb::WatchNotificationsRequest { after_cursor: 0, purpose: CARE as i32, ..Default::default() })
+        .watch_notifications(pb::WatchNotificationsRequest {
+            after_cursor: 0,
+            purpose: CARE as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     register(&mut others[0], &child, pb::Category::Health).await;
     let first = next_notification(&mut stream).await;
     assert_eq!(first.kind, pb::NotificationKind::Match as i32);
-    assert_eq!(first.other.as_ref().unwrap().agency.as_ref().unwrap().name, "GGD Groningen");
+    assert_eq!(
+        first.other.as_ref().unwrap().agency.as_ref().unwrap().name,
+        "GGD Groningen"
+    );
     let cursor = first.cursor;
     drop(stream);
 
@@ -149,23 +244,40 @@ async fn watch_resumes_without_loss_or_duplicates(backend: Backend) {
     register(&mut others[2], &child, pb::Category::Finances).await;
     let mut stream = wij
         .notifications
-        .watch_notifications(pb::WatchNotificationsRequest { after_cursor: cursor, purpose: CARE as i32, ..Default::default() })
+        .watch_notifications(pb::WatchNotificationsRequest {
+            after_cursor: cursor,
+            purpose: CARE as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     let a = next_notification(&mut stream).await;
     let b = next_notification(&mut stream).await;
-    let mut seen = vec![a.other.unwrap().agency.unwrap().name, b.other.unwrap().agency.unwrap().name];
+    let mut seen = vec![
+        a.other.unwrap().agency.unwrap().name,
+        b.other.unwrap().agency.unwrap().name,
+    ];
     seen.sort();
     assert_eq!(seen, ["Accare Jeugdhulp", "Gemeente Groningen"]);
     assert!(a.cursor > cursor && b.cursor > a.cursor);
     // The polling call agrees: exactly three notifications in all, no duplicates.
-    let polled = wij.notifications.list_notifications(pb::ListNotificationsRequest { purpose: CARE as i32, ..Default::default() }).await.unwrap().into_inner();
+    let polled = wij
+        .notifications
+        .list_notifications(pb::ListNotificationsRequest {
+            purpose: CARE as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(polled.notifications.len(), 3);
     gw.stop().await;
 }
 
-async fn next_notification(stream: &mut tonic::Streaming<pb::WatchNotificationsResponse>) -> pb::Notification {
+async fn next_notification(
+    stream: &mut tonic::Streaming<pb::WatchNotificationsResponse>,
+) -> pb::Notification {
     loop {
         let msg = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
             .await
@@ -184,23 +296,94 @@ async fn bad_input_is_rejected_with_field_violations_and_stores_nothing(backend:
     let mut wij = gw.client(WIJ).await;
     let before = gw.log_len().await;
     let cases: Vec<(pb::RegisterSignalRequest, &[&str])> = vec![
-        (pb::RegisterSignalRequest { bsn: "123456789".into(), category: 1, contact: contact("T"), ..Default::default() }, &["bsn"]),
-        (pb::RegisterSignalRequest { bsn: "12345".into(), category: 1, contact: contact("T"), ..Default::default() }, &["bsn"]),
-        (pb::RegisterSignalRequest { bsn: bsn(51), category: 0, contact: contact("T"), ..Default::default() }, &["category"]),
-        (pb::RegisterSignalRequest { bsn: bsn(51), category: 99, contact: contact("T"), ..Default::default() }, &["category"]),
-        (pb::RegisterSignalRequest { bsn: bsn(51), category: 1, contact: None, ..Default::default() }, &["contact"]),
+        (
+            pb::RegisterSignalRequest {
+                bsn: "123456789".into(),
+                category: 1,
+                contact: contact("T"),
+                ..Default::default()
+            },
+            &["bsn"],
+        ),
+        (
+            pb::RegisterSignalRequest {
+                bsn: "12345".into(),
+                category: 1,
+                contact: contact("T"),
+                ..Default::default()
+            },
+            &["bsn"],
+        ),
+        (
+            pb::RegisterSignalRequest {
+                bsn: bsn(51),
+                category: 0,
+                contact: contact("T"),
+                ..Default::default()
+            },
+            &["category"],
+        ),
+        (
+            pb::RegisterSignalRequest {
+                bsn: bsn(51),
+                category: 99,
+                contact: contact("T"),
+                ..Default::default()
+            },
+            &["category"],
+        ),
         (
             pb::RegisterSignalRequest {
                 bsn: bsn(51),
                 category: 1,
-                contact: Some(pb::ContactPoint { team: "x".repeat(101), phone: "abc".into(), email: "nope".into() }),
+                contact: None,
+                ..Default::default()
+            },
+            &["contact"],
+        ),
+        (
+            pb::RegisterSignalRequest {
+                bsn: bsn(51),
+                category: 1,
+                contact: Some(pb::ContactPoint {
+                    team: "x".repeat(101),
+                    phone: "abc".into(),
+                    email: "nope".into(),
+                }),
                 ..Default::default()
             },
             &["contact.team", "contact.phone", "contact.email"],
         ),
-        (pb::RegisterSignalRequest { bsn: bsn(51), category: 1, contact: contact("T"), expires_at: future(800), ..Default::default() }, &["expires_at"]),
-        (pb::RegisterSignalRequest { bsn: bsn(51), category: 1, contact: contact("T"), birth_date: "31-12-2010".into(), ..Default::default() }, &["birth_date"]),
-        (pb::RegisterSignalRequest { bsn: bsn(51), category: 1, contact: contact("T"), request_id: "has spaces".into(), ..Default::default() }, &["request_id"]),
+        (
+            pb::RegisterSignalRequest {
+                bsn: bsn(51),
+                category: 1,
+                contact: contact("T"),
+                expires_at: future(800),
+                ..Default::default()
+            },
+            &["expires_at"],
+        ),
+        (
+            pb::RegisterSignalRequest {
+                bsn: bsn(51),
+                category: 1,
+                contact: contact("T"),
+                birth_date: "31-12-2010".into(),
+                ..Default::default()
+            },
+            &["birth_date"],
+        ),
+        (
+            pb::RegisterSignalRequest {
+                bsn: bsn(51),
+                category: 1,
+                contact: contact("T"),
+                request_id: "has spaces".into(),
+                ..Default::default()
+            },
+            &["request_id"],
+        ),
     ];
     let n = cases.len() as u64;
     for (req, fields) in cases {
@@ -215,27 +398,53 @@ async fn bad_input_is_rejected_with_field_violations_and_stores_nothing(backend:
     let channel = wij.channel.clone();
     let mut bare = signaalpoort_api::v1::signal_service_client::SignalServiceClient::new(channel);
     let status = bare
-        .register_signal(pb::RegisterSignalRequest { bsn: bsn(51), category: 1, contact: contact("T"), ..Default::default() })
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: bsn(51),
+            category: 1,
+            contact: contact("T"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&status), ["metadata.x-actor-id"]);
     // Nothing stored, but every refusal is in the access log.
-    assert!(wij.signals.list_signals(pb::ListSignalsRequest::default()).await.unwrap().into_inner().signals.is_empty());
+    assert!(wij
+        .signals
+        .list_signals(pb::ListSignalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .signals
+        .is_empty());
     assert_eq!(gw.log_len().await, before + n + 1 + 1);
     gw.stop().await;
 }
 
 async fn oversized_message_is_refused(backend: Backend) {
     let env = Env::new(backend).await;
-    let gw = env.start_with(&clock(), "[limits]\nmax_message_bytes = 4096\n").await;
+    let gw = env
+        .start_with(&clock(), "[limits]\nmax_message_bytes = 4096\n")
+        .await;
     let mut wij = gw.client(WIJ).await;
     let status = wij
         .signals
-        .register_signal(pb::RegisterSignalRequest { bsn: bsn(52), category: 1, contact: contact(&"x".repeat(10_000)), ..Default::default() })
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: bsn(52),
+            category: 1,
+            contact: contact(&"x".repeat(10_000)),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert!(wij.signals.list_signals(pb::ListSignalsRequest::default()).await.unwrap().into_inner().signals.is_empty());
+    assert!(wij
+        .signals
+        .list_signals(pb::ListSignalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .signals
+        .is_empty());
     gw.stop().await;
 }
 
@@ -243,16 +452,35 @@ async fn unknown_oin_is_denied_and_logged(backend: Backend) {
     let env = Env::new(backend).await;
     let gw = env.start(&clock()).await;
     let neg = env.pki().join("negative");
-    let mut stranger = gw.client_with(&neg.join("unknown-oin-client.pem"), &neg.join("unknown-oin-client.key"), "x-1").await.unwrap();
+    let mut stranger = gw
+        .client_with(
+            &neg.join("unknown-oin-client.pem"),
+            &neg.join("unknown-oin-client.key"),
+            "x-1",
+        )
+        .await
+        .unwrap();
     let before = gw.log_len().await;
     let status = stranger
         .signals
-        .register_signal(pb::RegisterSignalRequest { bsn: bsn(61), category: 1, contact: contact("T"), ..Default::default() })
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: bsn(61),
+            category: 1,
+            contact: contact("T"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(deny_reason(&status), "UNKNOWN_AGENCY");
     assert_eq!(gw.log_len().await, before + 1);
-    let (_, records) = (0, gw.store().read().export_log(before + 1, before + 1, 10).await.unwrap());
+    let (_, records) = (
+        0,
+        gw.store()
+            .read()
+            .export_log(before + 1, before + 1, 10)
+            .await
+            .unwrap(),
+    );
     assert_eq!(records[0].draft.agency_oin, "00000099999999999999");
     assert_eq!(records[0].draft.reason, "UNKNOWN_AGENCY");
     gw.stop().await;
@@ -262,27 +490,57 @@ async fn foreign_ca_and_missing_certificate_fail_the_handshake(backend: Backend)
     let env = Env::new(backend).await;
     let gw = env.start(&clock()).await;
     let neg = env.pki().join("negative");
-    let foreign = gw.client_with(&neg.join("foreign-client.pem"), &neg.join("foreign-client.key"), "x").await;
+    let foreign = gw
+        .client_with(
+            &neg.join("foreign-client.pem"),
+            &neg.join("foreign-client.key"),
+            "x",
+        )
+        .await;
     match foreign {
         Err(_) => {}
         Ok(mut c) => {
-            let status = c.signals.list_signals(pb::ListSignalsRequest::default()).await.unwrap_err();
-            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            let status = c
+                .signals
+                .list_signals(pb::ListSignalsRequest::default())
+                .await
+                .unwrap_err();
+            assert_refused_by_transport(&status);
         }
     }
-    let expired = gw.client_with(&neg.join("expired-client.pem"), &neg.join("expired-client.key"), "x").await;
+    let expired = gw
+        .client_with(
+            &neg.join("expired-client.pem"),
+            &neg.join("expired-client.key"),
+            "x",
+        )
+        .await;
     if let Ok(mut c) = expired {
-        let status = c.signals.list_signals(pb::ListSignalsRequest::default()).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let status = c
+            .signals
+            .list_signals(pb::ListSignalsRequest::default())
+            .await
+            .unwrap_err();
+        assert_refused_by_transport(&status);
     }
     // No client certificate at all.
     let ca = std::fs::read(env.pki().join("ca.pem")).unwrap();
-    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)).domain_name("localhost");
-    let channel = tonic::transport::Channel::from_shared(gw.endpoint.clone()).unwrap().tls_config(tls).unwrap().connect().await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(gw.endpoint.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
     if let Ok(channel) = channel {
         let mut c = signaalpoort_api::v1::signal_service_client::SignalServiceClient::new(channel);
-        let status = c.list_signals(pb::ListSignalsRequest::default()).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let status = c
+            .list_signals(pb::ListSignalsRequest::default())
+            .await
+            .unwrap_err();
+        assert_refused_by_transport(&status);
     }
     // None of them reached the service layer.
     assert_eq!(gw.log_len().await, 0);
@@ -317,15 +575,31 @@ async fn no_bsn_in_data_directory_or_logs(backend: Backend) {
     for b in &used {
         register(&mut wij, b, pb::Category::Parenting).await;
     }
-    declare(&mut gw.client(GEMEENTE).await, "hh-81", &[&used[0], &used[1]]).await;
+    declare(
+        &mut gw.client(GEMEENTE).await,
+        "hh-81",
+        &[&used[0], &used[1]],
+    )
+    .await;
     consent(&mut wij, &used[0], ROLES, &[CARE]).await;
     let mut auditor = gw.client(AUDITOR).await;
-    auditor.audit.query_access_log(pb::QueryAccessLogRequest { bsn: used[2].clone(), ..Default::default() }).await.unwrap();
+    auditor
+        .audit
+        .query_access_log(pb::QueryAccessLogRequest {
+            bsn: used[2].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     gw.stop().await;
     for entry in walk(&env.data()) {
         let bytes = std::fs::read(&entry).unwrap();
         for b in &used {
-            assert!(!contains(&bytes, b.as_bytes()), "BSN found in {}", entry.display());
+            assert!(
+                !contains(&bytes, b.as_bytes()),
+                "BSN found in {}",
+                entry.display()
+            );
         }
     }
 }
@@ -354,8 +628,17 @@ async fn health_and_reflection_are_served(backend: Backend) {
     let gw = env.start(&clock()).await;
     let wij = gw.client(WIJ).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(wij.channel.clone());
-    let resp = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-    assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     gw.stop().await;
 }
 
@@ -373,3 +656,20 @@ both_backends!(
     no_bsn_in_data_directory_or_logs,
     health_and_reflection_are_served,
 );
+
+/// A refused handshake surfaces as a transport error on the client (UNAVAILABLE, UNKNOWN or
+/// CANCELLED, depending on when TLS 1.3 let the client notice), never as an answer from a service.
+fn assert_refused_by_transport(status: &tonic::Status) {
+    use std::error::Error;
+    assert!(
+        matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
+        "{status:?}"
+    );
+    let from_transport = status
+        .source()
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+    assert!(from_transport, "{status:?}");
+}

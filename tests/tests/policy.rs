@@ -18,8 +18,12 @@ fn clock() -> ManualClock {
 async fn involved_pair(gw: &Gateway, child: &str) -> (String, String) {
     let mut wij = gw.client(WIJ).await;
     let mut ggd = gw.client(GGD).await;
-    let a = register(&mut wij, child, pb::Category::Parenting).await.signal_id;
-    let b = register(&mut ggd, child, pb::Category::Health).await.signal_id;
+    let a = register(&mut wij, child, pb::Category::Parenting)
+        .await
+        .signal_id;
+    let b = register(&mut ggd, child, pb::Category::Health)
+        .await
+        .signal_id;
     (a, b)
 }
 
@@ -32,9 +36,20 @@ async fn without_consent_nothing_is_disclosed(backend: Backend) {
     let status = involvement(&mut wij, &wij_sig, CARE).await.unwrap_err();
     assert_eq!(deny_reason(&status), "CONSENT_MISSING");
     // Notifications exist, but none is delivered without a basis.
-    let polled = wij.notifications.list_notifications(pb::ListNotificationsRequest { purpose: CARE as i32, ..Default::default() }).await.unwrap().into_inner();
+    let polled = wij
+        .notifications
+        .list_notifications(pb::ListNotificationsRequest {
+            purpose: CARE as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(polled.notifications.is_empty());
-    assert!(polled.cursor > 0, "the cursor still advances past undeliverable notifications");
+    assert!(
+        polled.cursor > 0,
+        "the cursor still advances past undeliverable notifications"
+    );
     gw.stop().await;
 }
 
@@ -46,7 +61,9 @@ async fn not_involved_is_denied_before_anything_is_read(backend: Backend) {
     let mut accare = gw.client(JEUGDHULP).await;
     // Asking about another agency's signal looks exactly like asking about a signal that does not exist.
     let a = involvement(&mut accare, &ggd_sig, CARE).await.unwrap_err();
-    let b = involvement(&mut accare, "00000000-0000-0000-0000-000000000000", CARE).await.unwrap_err();
+    let b = involvement(&mut accare, "00000000-0000-0000-0000-000000000000", CARE)
+        .await
+        .unwrap_err();
     assert_eq!(deny_reason(&a), "NOT_INVOLVED");
     assert_eq!(deny_reason(&b), "NOT_INVOLVED");
     assert_eq!(a.message(), b.message());
@@ -62,25 +79,55 @@ async fn consent_states_name_the_missing_basis(backend: Backend) {
     let mut wij = gw.client(WIJ).await;
 
     // Wrong purpose.
-    consent(&mut wij, &child, &[pb::Role::Wij, pb::Role::Ggd], &[pb::Purpose::CaseCoordination]).await;
-    assert_eq!(deny_reason(&involvement(&mut wij, &wij_sig, CARE).await.unwrap_err()), "CONSENT_WRONG_PURPOSE");
+    consent(
+        &mut wij,
+        &child,
+        &[pb::Role::Wij, pb::Role::Ggd],
+        &[pb::Purpose::CaseCoordination],
+    )
+    .await;
+    assert_eq!(
+        deny_reason(&involvement(&mut wij, &wij_sig, CARE).await.unwrap_err()),
+        "CONSENT_WRONG_PURPOSE"
+    );
     // A consent naming only WIJ lets WIJ ask, but discloses no agency it does not name.
     let only_wij = consent(&mut wij, &child, &[pb::Role::Wij], &[CARE]).await;
     let answer = involvement(&mut wij, &wij_sig, CARE).await.unwrap();
     assert!(answer.involvements.is_empty());
     assert_eq!(answer.consent_id, only_wij.consent_id);
     // Withdrawn.
-    wij.consents.withdraw_consent(pb::WithdrawConsentRequest { consent_id: only_wij.consent_id.clone(), ..Default::default() }).await.unwrap();
+    wij.consents
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: only_wij.consent_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let both = consent(&mut wij, &child, &[pb::Role::Wij, pb::Role::Ggd], &[CARE]).await;
-    assert_eq!(names(&involvement(&mut wij, &wij_sig, CARE).await.unwrap()), ["GGD Groningen"]);
-    wij.consents.withdraw_consent(pb::WithdrawConsentRequest { consent_id: both.consent_id.clone(), ..Default::default() }).await.unwrap();
-    assert_eq!(deny_reason(&involvement(&mut wij, &wij_sig, CARE).await.unwrap_err()), "CONSENT_WITHDRAWN");
+    assert_eq!(
+        names(&involvement(&mut wij, &wij_sig, CARE).await.unwrap()),
+        ["GGD Groningen"]
+    );
+    wij.consents
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: both.consent_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        deny_reason(&involvement(&mut wij, &wij_sig, CARE).await.unwrap_err()),
+        "CONSENT_WITHDRAWN"
+    );
     // Expired: evaluated at decision time.
     consent(&mut wij, &child, &[pb::Role::Wij, pb::Role::Ggd], &[CARE]).await;
     assert!(involvement(&mut wij, &wij_sig, CARE).await.is_ok());
     clock.advance(time::Duration::days(181));
     // The signals live a year by default, the consent 180 days.
-    assert_eq!(deny_reason(&involvement(&mut wij, &wij_sig, CARE).await.unwrap_err()), "CONSENT_EXPIRED");
+    assert_eq!(
+        deny_reason(&involvement(&mut wij, &wij_sig, CARE).await.unwrap_err()),
+        "CONSENT_EXPIRED"
+    );
     gw.stop().await;
 }
 
@@ -91,7 +138,14 @@ async fn age_rules_are_enforced(backend: Backend) {
     let mut wij = gw.client(WIJ).await;
     register(&mut wij, &child, pb::Category::Parenting).await;
     let today = time::OffsetDateTime::now_utc().date();
-    let born = |years: i32| format!("{:04}-{:02}-{:02}", today.year() - years, u8::from(today.month()), today.day().min(28));
+    let born = |years: i32| {
+        format!(
+            "{:04}-{:02}-{:02}",
+            today.year() - years,
+            u8::from(today.month()),
+            today.day().min(28)
+        )
+    };
     let attempt = |birth: String, givers: Vec<pb::ConsentGiver>| pb::RecordConsentRequest {
         bsn: child.clone(),
         birth_date: birth,
@@ -112,21 +166,47 @@ async fn age_rules_are_enforced(backend: Backend) {
         (17, vec![Subject], true, ""),
     ];
     for (age, givers, ok, why) in cases {
-        let result = wij.consents.record_consent(attempt(born(age), givers.clone())).await;
+        let result = wij
+            .consents
+            .record_consent(attempt(born(age), givers.clone()))
+            .await;
         match (ok, result) {
             (true, Ok(_)) => {}
             (false, Err(status)) => {
-                assert_eq!(deny_reason(&status), "AGE_RULE_NOT_MET", "age {age} {givers:?}");
-                assert!(status.message().contains(why), "age {age}: {}", status.message());
+                assert_eq!(
+                    deny_reason(&status),
+                    "AGE_RULE_NOT_MET",
+                    "age {age} {givers:?}"
+                );
+                assert!(
+                    status.message().contains(why),
+                    "age {age}: {}",
+                    status.message()
+                );
             }
             (ok, r) => panic!("age {age} {givers:?}: expected ok={ok}, got {r:?}"),
         }
     }
     // A consent for a child who turns 12 within its validity is flagged for renewal on that day.
     let soon_twelve = today + time::Duration::days(10);
-    let birth = format!("{:04}-{:02}-{:02}", soon_twelve.year() - 12, u8::from(soon_twelve.month()), soon_twelve.day().min(28));
-    let c = wij.consents.record_consent(attempt(birth, vec![Parent])).await.unwrap().into_inner().consent.unwrap();
-    assert!(c.renew_by.is_some(), "renewal date set when the age regime changes");
+    let birth = format!(
+        "{:04}-{:02}-{:02}",
+        soon_twelve.year() - 12,
+        u8::from(soon_twelve.month()),
+        soon_twelve.day().min(28)
+    );
+    let c = wij
+        .consents
+        .record_consent(attempt(birth, vec![Parent]))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent
+        .unwrap();
+    assert!(
+        c.renew_by.is_some(),
+        "renewal date set when the age regime changes"
+    );
     gw.stop().await;
 }
 
@@ -136,26 +216,45 @@ async fn safety_basis_needs_justification_and_is_flagged_and_alerted(backend: Ba
     let child = bsn(105);
     let (_, _) = involved_pair(&gw, &child).await;
     let mut vt = gw.client(VEILIG_THUIS).await;
-    let vt_sig = register(&mut vt, &child, pb::Category::Safety).await.signal_id;
+    let vt_sig = register(&mut vt, &child, pb::Category::Safety)
+        .await
+        .signal_id;
     let mut auditor = gw.client(AUDITOR).await;
-    let mut alerts = auditor.audit.watch_alerts(pb::WatchAlertsRequest::default()).await.unwrap().into_inner();
+    let mut alerts = auditor
+        .audit
+        .watch_alerts(pb::WatchAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
     let refused = vt
         .signals
-        .query_involvement(pb::QueryInvolvementRequest { signal_id: vt_sig.clone(), purpose: SAFETY as i32, safety_justification: String::new() })
+        .query_involvement(pb::QueryInvolvementRequest {
+            signal_id: vt_sig.clone(),
+            purpose: SAFETY as i32,
+            safety_justification: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(deny_reason(&refused), "JUSTIFICATION_REQUIRED");
     let short = vt
         .signals
-        .query_involvement(pb::QueryInvolvementRequest { signal_id: vt_sig.clone(), purpose: SAFETY as i32, safety_justification: "te kort".into() })
+        .query_involvement(pb::QueryInvolvementRequest {
+            signal_id: vt_sig.clone(),
+            purpose: SAFETY as i32,
+            safety_justification: "te kort".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&short), ["safety_justification"]);
     let justification = "Acute onveiligheid gemeld door school; meldcode stap 5";
     let answer = vt
         .signals
-        .query_involvement(pb::QueryInvolvementRequest { signal_id: vt_sig.clone(), purpose: SAFETY as i32, safety_justification: justification.into() })
+        .query_involvement(pb::QueryInvolvementRequest {
+            signal_id: vt_sig.clone(),
+            purpose: SAFETY as i32,
+            safety_justification: justification.into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -163,23 +262,41 @@ async fn safety_basis_needs_justification_and_is_flagged_and_alerted(backend: Ba
     assert_eq!(names(&answer), ["GGD Groningen", "WIJ Groningen"]);
 
     let alert = loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(20), alerts.next()).await.expect("alert in time").unwrap().unwrap();
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(20), alerts.next())
+            .await
+            .expect("alert in time")
+            .unwrap()
+            .unwrap();
         if let Some(a) = msg.alert {
             break a;
         }
     };
     assert_eq!(alert.kind, pb::AlertKind::SafetyBasisUsed as i32);
-    let flagged = auditor.audit.query_access_log(pb::QueryAccessLogRequest { flagged_only: true, ..Default::default() }).await.unwrap().into_inner();
+    let flagged = auditor
+        .audit
+        .query_access_log(pb::QueryAccessLogRequest {
+            flagged_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(flagged.records.len(), 1);
     assert_eq!(flagged.records[0].seq, alert.record_seq);
     assert_eq!(flagged.records[0].justification, justification);
     assert_eq!(flagged.records[0].basis, pb::Basis::Safety as i32);
     // Roles the table does not give the safety basis are refused for that purpose.
     let mut gemeente = gw.client(GEMEENTE).await;
-    let g_sig = register(&mut gemeente, &child, pb::Category::Finances).await.signal_id;
+    let g_sig = register(&mut gemeente, &child, pb::Category::Finances)
+        .await
+        .signal_id;
     let status = gemeente
         .signals
-        .query_involvement(pb::QueryInvolvementRequest { signal_id: g_sig, purpose: SAFETY as i32, safety_justification: justification.into() })
+        .query_involvement(pb::QueryInvolvementRequest {
+            signal_id: g_sig,
+            purpose: SAFETY as i32,
+            safety_justification: justification.into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(deny_reason(&status), "PURPOSE_NOT_ALLOWED");
@@ -194,11 +311,27 @@ async fn sensitive_involvement_is_withheld_from_care_roles(backend: Backend) {
     let mut vt = gw.client(VEILIG_THUIS).await;
     register(&mut vt, &child, pb::Category::Safety).await;
     let mut ggd = gw.client(GGD).await;
-    consent(&mut ggd, &child, &[pb::Role::Wij, pb::Role::Ggd, pb::Role::VeiligThuis], &[CARE]).await;
+    consent(
+        &mut ggd,
+        &child,
+        &[pb::Role::Wij, pb::Role::Ggd, pb::Role::VeiligThuis],
+        &[CARE],
+    )
+    .await;
     let answer = involvement(&mut ggd, &ggd_sig, CARE).await.unwrap();
-    let vt_view = answer.involvements.iter().find(|i| i.withheld).expect("VT involvement shown withheld");
-    assert_eq!(vt_view.agency.as_ref().unwrap().name, "een betrokken professional");
-    assert_eq!(vt_view.agency.as_ref().unwrap().role, pb::Role::Unspecified as i32);
+    let vt_view = answer
+        .involvements
+        .iter()
+        .find(|i| i.withheld)
+        .expect("VT involvement shown withheld");
+    assert_eq!(
+        vt_view.agency.as_ref().unwrap().name,
+        "een betrokken professional"
+    );
+    assert_eq!(
+        vt_view.agency.as_ref().unwrap().role,
+        pb::Role::Unspecified as i32
+    );
     assert_eq!(vt_view.category, pb::Category::Unspecified as i32);
     assert_eq!(vt_view.contact.as_ref().unwrap().team, "Team");
     gw.stop().await;
@@ -210,16 +343,29 @@ async fn withdrawal_takes_effect_on_an_open_stream(backend: Backend) {
     let child = bsn(107);
     let mut wij = gw.client(WIJ).await;
     register(&mut wij, &child, pb::Category::Parenting).await;
-    let c = consent(&mut wij, &child, &[pb::Role::Wij, pb::Role::Ggd, pb::Role::Jeugdhulp], &[CARE]).await;
+    let c = consent(
+        &mut wij,
+        &child,
+        &[pb::Role::Wij, pb::Role::Ggd, pb::Role::Jeugdhulp],
+        &[CARE],
+    )
+    .await;
     let mut stream = wij
         .notifications
-        .watch_notifications(pb::WatchNotificationsRequest { purpose: CARE as i32, ..Default::default() })
+        .watch_notifications(pb::WatchNotificationsRequest {
+            purpose: CARE as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     register(&mut gw.client(GGD).await, &child, pb::Category::Health).await;
     let first = loop {
-        let m = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Some(n) = m.notification {
             break n;
         }
@@ -227,19 +373,48 @@ async fn withdrawal_takes_effect_on_an_open_stream(backend: Backend) {
     assert_eq!(first.other.unwrap().agency.unwrap().name, "GGD Groningen");
     // The family withdraws (through GGD, on their behalf); then youth care becomes involved.
     let mut ggd = gw.client(GGD).await;
-    ggd.consents.withdraw_consent(pb::WithdrawConsentRequest { consent_id: c.consent_id.clone(), ..Default::default() }).await.unwrap();
-    register(&mut gw.client(JEUGDHULP).await, &child, pb::Category::YouthCare).await;
+    ggd.consents
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: c.consent_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    register(
+        &mut gw.client(JEUGDHULP).await,
+        &child,
+        pb::Category::YouthCare,
+    )
+    .await;
     // A marker the stream must reach: a new consent and a fresh involvement after it.
-    consent(&mut wij, &child, &[pb::Role::Wij, pb::Role::Gemeente], &[CARE]).await;
-    register(&mut gw.client(GEMEENTE).await, &child, pb::Category::Finances).await;
+    consent(
+        &mut wij,
+        &child,
+        &[pb::Role::Wij, pb::Role::Gemeente],
+        &[CARE],
+    )
+    .await;
+    register(
+        &mut gw.client(GEMEENTE).await,
+        &child,
+        pb::Category::Finances,
+    )
+    .await;
     let next = loop {
-        let m = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Some(n) = m.notification {
             break n;
         }
     };
     // Youth care's involvement, notified while no consent covered it, was never delivered.
-    assert_eq!(next.other.unwrap().agency.unwrap().name, "Gemeente Groningen");
+    assert_eq!(
+        next.other.unwrap().agency.unwrap().name,
+        "Gemeente Groningen"
+    );
     gw.stop().await;
 }
 
@@ -247,22 +422,48 @@ async fn auditors_only_for_the_log_and_auditors_see_no_signals(backend: Backend)
     let env = Env::new(backend).await;
     let gw = env.start(&clock()).await;
     let mut wij = gw.client(WIJ).await;
-    let status = wij.audit.query_access_log(pb::QueryAccessLogRequest::default()).await.unwrap_err();
+    let status = wij
+        .audit
+        .query_access_log(pb::QueryAccessLogRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(deny_reason(&status), "ROLE_NOT_PERMITTED");
     let mut auditor = gw.client(AUDITOR).await;
     let status = auditor
         .signals
-        .register_signal(pb::RegisterSignalRequest { bsn: bsn(108), category: 1, contact: contact("T"), ..Default::default() })
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: bsn(108),
+            category: 1,
+            contact: contact("T"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(deny_reason(&status), "ROLE_NOT_PERMITTED");
     let mut gem = gw.client(GEMEENTE).await;
-    assert!(gem.households.declare_household(pb::DeclareHouseholdRequest { household_ref: "h".into(), members: vec![], ..Default::default() }).await.is_err());
+    assert!(gem
+        .households
+        .declare_household(pb::DeclareHouseholdRequest {
+            household_ref: "h".into(),
+            members: vec![],
+            ..Default::default()
+        })
+        .await
+        .is_err());
     let status = wij
         .households
         .declare_household(pb::DeclareHouseholdRequest {
             household_ref: "h".into(),
-            members: vec![pb::HouseholdMember { bsn: bsn(1), protected: false }, pb::HouseholdMember { bsn: bsn(2), protected: false }],
+            members: vec![
+                pb::HouseholdMember {
+                    bsn: bsn(1),
+                    protected: false,
+                },
+                pb::HouseholdMember {
+                    bsn: bsn(2),
+                    protected: false,
+                },
+            ],
             ..Default::default()
         })
         .await

@@ -22,21 +22,30 @@ async fn two_replicas() -> Option<(Env, Process, Process)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_caused_on_one_replica_reaches_a_watcher_on_the_other() {
-    let Some((_env, a, b)) = two_replicas().await else { return };
+    let Some((_env, a, b)) = two_replicas().await else {
+        return;
+    };
     let child = bsn(301);
     let mut wij_a = a.client(WIJ).await;
     register(&mut wij_a, &child, pb::Category::Parenting).await;
     consent(&mut wij_a, &child, &[pb::Role::Wij, pb::Role::Ggd], &[CARE]).await;
     let mut stream = wij_a
         .notifications
-        .watch_notifications(pb::WatchNotificationsRequest { purpose: CARE as i32, ..Default::default() })
+        .watch_notifications(pb::WatchNotificationsRequest {
+            purpose: CARE as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     let mut ggd_b = b.client(GGD).await;
     register(&mut ggd_b, &child, pb::Category::Health).await;
     let n = loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), stream.next()).await.expect("prompt").unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("prompt")
+            .unwrap()
+            .unwrap();
         if let Some(n) = m.notification {
             break n;
         }
@@ -48,7 +57,9 @@ async fn notification_caused_on_one_replica_reaches_a_watcher_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_on_both_replicas_keep_one_log_and_exact_matches() {
-    let Some((env, a, b)) = two_replicas().await else { return };
+    let Some((env, a, b)) = two_replicas().await else {
+        return;
+    };
     let members: Vec<String> = (0..4).map(|i| bsn(310 + i)).collect();
     let refs: Vec<&str> = members.iter().map(String::as_str).collect();
     declare(&mut a.client(GEMEENTE).await, "hh-310", &refs).await;
@@ -63,7 +74,13 @@ async fn concurrent_writes_on_both_replicas_keep_one_log_and_exact_matches() {
                 let bsn = &members[(i + r) % members.len()];
                 register(&mut c, bsn, pb::Category::Parenting).await;
                 for n in 0..50 {
-                    c.signals.list_signals(pb::ListSignalsRequest { page_size: 1 + n % 3, ..Default::default() }).await.unwrap();
+                    c.signals
+                        .list_signals(pb::ListSignalsRequest {
+                            page_size: 1 + n % 3,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
                 }
             }));
         }
@@ -72,16 +89,34 @@ async fn concurrent_writes_on_both_replicas_keep_one_log_and_exact_matches() {
         t.await.unwrap();
     }
     // 4 agencies × 2 signals on one household: each signal matches the other agencies' 6 signals.
-    let store = signaalpoort_store::Store::open(&env.database_url, signaalpoort_store::StoreOptions::default()).await.unwrap();
+    let store = signaalpoort_store::Store::open(
+        &env.database_url,
+        signaalpoort_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut total_match_notes = 0;
     for slug in slugs {
-        let oin = signaalpoort_tls::devpki::default_dev_agencies().into_iter().find(|d| d.slug == slug).unwrap().oin;
+        let oin = signaalpoort_tls::devpki::default_dev_agencies()
+            .into_iter()
+            .find(|d| d.slug == slug)
+            .unwrap()
+            .oin;
         let oin = signaalpoort_core::Oin::parse(&oin).unwrap();
-        let notes = store.read().notifications_after(&oin, 0, 1000).await.unwrap();
+        let notes = store
+            .read()
+            .notifications_after(&oin, 0, 1000)
+            .await
+            .unwrap();
         let mut pairs: Vec<(String, String)> = notes
             .iter()
             .filter(|n| n.kind == signaalpoort_store::NotificationKind::Match)
-            .map(|n| (n.recipient_signal_id.clone(), n.other.as_ref().unwrap().signal_id.clone()))
+            .map(|n| {
+                (
+                    n.recipient_signal_id.clone(),
+                    n.other.as_ref().unwrap().signal_id.clone(),
+                )
+            })
             .collect();
         let len = pairs.len();
         pairs.sort();
@@ -95,5 +130,8 @@ async fn concurrent_writes_on_both_replicas_keep_one_log_and_exact_matches() {
     b.terminate().await;
     let report = verify_stored_chain(&env.database_url, &env.data()).await;
     assert!(report.is_ok(), "{:?}", report.first_problem);
-    assert!(report.checkpoints_checked >= 1, "final checkpoints written by both replicas verify");
+    assert!(
+        report.checkpoints_checked >= 1,
+        "final checkpoints written by both replicas verify"
+    );
 }

@@ -24,7 +24,12 @@ pub struct LoadResult {
 
 /// Runs `call(worker, sequence)` from `concurrency` workers. `sequence` is unique across workers,
 /// so a call can make fresh data (a new BSN) from it.
-pub async fn run<F, Fut>(concurrency: usize, warmup: Duration, measure: Duration, call: F) -> LoadResult
+pub async fn run<F, Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+    call: F,
+) -> LoadResult
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
@@ -39,7 +44,8 @@ where
         let call = call.clone();
         let sequence = sequence.clone();
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let (mut calls, mut errors, mut first_error) = (0u64, 0u64, None);
             loop {
                 let n = sequence.fetch_add(1, Ordering::Relaxed);
@@ -114,5 +120,8 @@ pub fn proc_stats(pid: u32) -> ProcStats {
             Some(kb / 1024.0)
         })
         .unwrap_or(0.0);
-    ProcStats { cpu_seconds, peak_rss_mib }
+    ProcStats {
+        cpu_seconds,
+        peak_rss_mib,
+    }
 }

@@ -40,14 +40,23 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Role {
     #[command(hide = true)]
-    Ceiling { #[arg(long)] pki: PathBuf },
+    Ceiling {
+        #[arg(long)]
+        pki: PathBuf,
+    },
     #[command(hide = true)]
-    Gateway { #[arg(long)] config: PathBuf },
+    Gateway {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -58,7 +67,16 @@ fn main() -> std::process::ExitCode {
         match &args.role {
             Some(Role::Ceiling { pki }) => children::serve_ceiling(pki).await,
             Some(Role::Gateway { config }) => children::serve_gateway(config).await,
-            None => scenario::run(scenario::Plan::from_args(args.smoke, args.seconds, args.no_scale, args.postgres.clone(), args.out.clone())).await,
+            None => {
+                scenario::run(scenario::Plan::from_args(
+                    args.smoke,
+                    args.seconds,
+                    args.no_scale,
+                    args.postgres.clone(),
+                    args.out.clone(),
+                ))
+                .await
+            }
         }
     });
     match result {

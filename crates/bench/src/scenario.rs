@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use signaalpoort_cli::client::{AgencyClient, ClientIdentity};
 use signaalpoort_api::v1 as pb;
+use signaalpoort_cli::client::{AgencyClient, ClientIdentity};
 use signaalpoort_core::access_log::{AccessRecord, DecisionCode, RecordDraft, GENESIS_HASH};
 use signaalpoort_core::{complete_bsn, Category, ContactPoint, Oin, SubjectPseudonym};
 use signaalpoort_store::{HouseholdMember, SignalRow, Store, StoreOptions};
@@ -29,7 +29,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn from_args(smoke: bool, seconds: Option<u64>, no_scale: bool, postgres: Option<String>, out: PathBuf) -> Plan {
+    pub fn from_args(
+        smoke: bool,
+        seconds: Option<u64>,
+        no_scale: bool,
+        postgres: Option<String>,
+        out: PathBuf,
+    ) -> Plan {
         if smoke {
             Plan {
                 smoke,
@@ -50,7 +56,11 @@ impl Plan {
                 measure: Duration::from_secs(seconds.unwrap_or(8)),
                 concurrencies: vec![1, 16, 64, 256],
                 connections: 4,
-                scales: if no_scale { vec![10_000] } else { vec![10_000, 1_000_000] },
+                scales: if no_scale {
+                    vec![10_000]
+                } else {
+                    vec![10_000, 1_000_000]
+                },
                 verify_records: 1_000_000,
                 handshakes: 200,
                 postgres,
@@ -120,22 +130,30 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let mut report = Report {
         date: time::OffsetDateTime::now_utc().date().to_string(),
         machine: machine(),
-        command: if plan.smoke { "cargo run --release -p signaalpoort-bench -- --smoke".into() } else { "cargo run --release -p signaalpoort-bench".into() },
+        command: if plan.smoke {
+            "cargo run --release -p signaalpoort-bench -- --smoke".into()
+        } else {
+            "cargo run --release -p signaalpoort-bench".into()
+        },
         ..Default::default()
     };
 
     // 1. The ceiling.
     let ceiling = Server::spawn(&["ceiling", "--pki", &pki.display().to_string()]).await?;
-    let channels = connect_all(&format!("https://{}", ceiling.grpc), &pki, plan.connections).await?;
+    let channels =
+        connect_all(&format!("https://{}", ceiling.grpc), &pki, plan.connections).await?;
     let mut ceiling_rates = Vec::new();
     for &c in &plan.concurrencies {
         let chans = channels.clone();
         let before = proc_stats(ceiling.pid());
         let result = load::run(c, plan.warmup, plan.measure, move |w, _| {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(chans[w % chans.len()].clone());
+            let mut health =
+                tonic_health::pb::health_client::HealthClient::new(chans[w % chans.len()].clone());
             async move {
                 health
-                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -143,7 +161,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         })
         .await;
         let after = proc_stats(ceiling.pid());
-        println!("ceiling      c={c:<4} {:>9.0} calls/s  p50 {:>6.2} ms  p99 {:>6.2} ms", result.calls_per_second, result.p50_ms, result.p99_ms);
+        println!(
+            "ceiling      c={c:<4} {:>9.0} calls/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+            result.calls_per_second, result.p50_ms, result.p99_ms
+        );
         ceiling_rates.push((c, result.calls_per_second));
         report.cells.push(Cell {
             workload: "empty unary (bare tonic + mTLS)".into(),
@@ -156,10 +177,21 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         });
     }
     ceiling.stop().await;
-    let ratio = |c: usize, rate: f64| ceiling_rates.iter().find(|(cc, _)| *cc == c).map(|(_, r)| rate / r);
+    let ratio = |c: usize, rate: f64| {
+        ceiling_rates
+            .iter()
+            .find(|(cc, _)| *cc == c)
+            .map(|(_, r)| rate / r)
+    };
 
     // 2. The gateway on each backend.
-    let mut backends = vec![("sqlite".to_owned(), format!("sqlite://{}", work.path().join("sqlite").join("bench.db").display()))];
+    let mut backends = vec![(
+        "sqlite".to_owned(),
+        format!(
+            "sqlite://{}",
+            work.path().join("sqlite").join("bench.db").display()
+        ),
+    )];
     if let Some(admin) = &plan.postgres {
         backends.push(("postgres".to_owned(), fresh_pg(admin).await?));
     } else {
@@ -168,7 +200,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let mut bsn_offset = 0u64;
     for (name, url) in &backends {
         let config = write_config(work.path(), name, &pki, url)?;
-        let gateway = Server::spawn(&["gateway", "--config", &config.display().to_string()]).await?;
+        let gateway =
+            Server::spawn(&["gateway", "--config", &config.display().to_string()]).await?;
         let endpoint = format!("https://{}", gateway.grpc);
         let clients = clients(&endpoint, &pki, WIJ, plan.connections).await?;
         for &c in &plan.concurrencies {
@@ -176,7 +209,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             let offset = bsn_offset;
             bsn_offset += 2_000_000;
             let before = proc_stats(gateway.pid());
-            let appends_before = gateway.metric("signaalpoort_access_log_appends_total").await;
+            let appends_before = gateway
+                .metric("signaalpoort_access_log_appends_total")
+                .await;
             let result = load::run(c, plan.warmup, plan.measure, move |w, n| {
                 let mut client = cl[w % cl.len()].clone();
                 async move {
@@ -185,7 +220,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                         .register_signal(pb::RegisterSignalRequest {
                             bsn: bsn_for(offset + n),
                             category: pb::Category::Parenting as i32,
-                            contact: Some(pb::ContactPoint { team: "Bench".into(), phone: "050 000 0000".into(), email: String::new() }),
+                            contact: Some(pb::ContactPoint {
+                                team: "Bench".into(),
+                                phone: "050 000 0000".into(),
+                                email: String::new(),
+                            }),
                             ..Default::default()
                         })
                         .await
@@ -195,7 +234,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             })
             .await;
             let after = proc_stats(gateway.pid());
-            let appends_after = gateway.metric("signaalpoort_access_log_appends_total").await;
+            let appends_after = gateway
+                .metric("signaalpoort_access_log_appends_total")
+                .await;
             let appends = match (appends_before, appends_after) {
                 (Some(a), Some(b)) => Some((b - a) / (plan.warmup + plan.measure).as_secs_f64()),
                 _ => None,
@@ -211,10 +252,19 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                 load: result,
             });
         }
-        let signal_ids = Arc::new(setup_read_path(&endpoint, &pki, 256, 900_000 + bsn_offset).await?);
+        let signal_ids =
+            Arc::new(setup_read_path(&endpoint, &pki, 256, 900_000 + bsn_offset).await?);
         bsn_offset += 2_000;
         for &c in &plan.concurrencies {
-            let result = read_load(&clients, &signal_ids, c, plan.warmup, plan.measure, &gateway).await;
+            let result = read_load(
+                &clients,
+                &signal_ids,
+                c,
+                plan.warmup,
+                plan.measure,
+                &gateway,
+            )
+            .await;
             let (result, cpu, rss) = result;
             println!("{name:<8} read  c={c:<4} {:>9.0} calls/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}", result.calls_per_second, result.p50_ms, result.p99_ms, result.errors);
             report.cells.push(Cell {
@@ -227,7 +277,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                 load: result,
             });
         }
-        report.handshake.push(handshakes(&endpoint, &pki, name, plan.handshakes).await?);
+        report
+            .handshake
+            .push(handshakes(&endpoint, &pki, name, plan.handshakes).await?);
         gateway.stop().await;
     }
 
@@ -239,15 +291,23 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         preload(&url, households).await?;
         let preload_seconds = started.elapsed().as_secs_f64();
         let config = write_config(work.path(), &format!("scale-{households}"), &pki, &url)?;
-        let gateway = Server::spawn(&["gateway", "--config", &config.display().to_string()]).await?;
+        let gateway =
+            Server::spawn(&["gateway", "--config", &config.display().to_string()]).await?;
         let endpoint = format!("https://{}", gateway.grpc);
         let clients = clients(&endpoint, &pki, WIJ, plan.connections).await?;
         let ids = Arc::new(setup_read_path(&endpoint, &pki, 256, 5_000_000 + bsn_offset).await?);
         bsn_offset += 2_000;
         let c = if plan.smoke { 16 } else { 64 };
-        let (result, _, _) = read_load(&clients, &ids, c, plan.warmup, plan.measure, &gateway).await;
+        let (result, _, _) =
+            read_load(&clients, &ids, c, plan.warmup, plan.measure, &gateway).await;
         println!("scale {households:>8} households  read c={c}: {:>9.0} calls/s  p50 {:>6.2} ms  p99 {:>6.2} ms (preload {preload_seconds:.1} s)", result.calls_per_second, result.p50_ms, result.p99_ms);
-        report.scale.push(ScaleRow { backend: "sqlite".into(), households, signals: households * 3, preload_seconds, load: result });
+        report.scale.push(ScaleRow {
+            backend: "sqlite".into(),
+            households,
+            signals: households * 3,
+            preload_seconds,
+            load: result,
+        });
         gateway.stop().await;
     }
 
@@ -257,7 +317,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     write_report(&plan, &report)?;
     let failed: Vec<&Cell> = report.cells.iter().filter(|c| c.load.errors > 0).collect();
     if !failed.is_empty() {
-        anyhow::bail!("{} cell(s) had errors, first: {:?}", failed.len(), failed[0].load.first_error);
+        anyhow::bail!(
+            "{} cell(s) had errors, first: {:?}",
+            failed.len(),
+            failed[0].load.first_error
+        );
     }
     Ok(())
 }
@@ -277,39 +341,85 @@ fn bsn_for(n: u64) -> String {
     }
 }
 
-async fn connect_all(endpoint: &str, pki: &Path, n: usize) -> anyhow::Result<Vec<tonic::transport::Channel>> {
+async fn connect_all(
+    endpoint: &str,
+    pki: &Path,
+    n: usize,
+) -> anyhow::Result<Vec<tonic::transport::Channel>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(signaalpoort_cli::client::channel(endpoint, &ClientIdentity::dev(pki, WIJ), "localhost").await?);
+        out.push(
+            signaalpoort_cli::client::channel(
+                endpoint,
+                &ClientIdentity::dev(pki, WIJ),
+                "localhost",
+            )
+            .await?,
+        );
     }
     Ok(out)
 }
 
-async fn clients(endpoint: &str, pki: &Path, slug: &str, n: usize) -> anyhow::Result<Vec<AgencyClient>> {
+async fn clients(
+    endpoint: &str,
+    pki: &Path,
+    slug: &str,
+    n: usize,
+) -> anyhow::Result<Vec<AgencyClient>> {
     let mut out = Vec::new();
     for i in 0..n {
-        out.push(AgencyClient::connect(endpoint, &ClientIdentity::dev(pki, slug), &format!("bench-{i}")).await?);
+        out.push(
+            AgencyClient::connect(
+                endpoint,
+                &ClientIdentity::dev(pki, slug),
+                &format!("bench-{i}"),
+            )
+            .await?,
+        );
     }
     Ok(out)
 }
 
 /// `n` persons on whom WIJ and GGD both have signals, with consent: the full read path.
-async fn setup_read_path(endpoint: &str, pki: &Path, n: u64, offset: u64) -> anyhow::Result<Vec<String>> {
-    let mut wij = AgencyClient::connect(endpoint, &ClientIdentity::dev(pki, WIJ), "bench-setup").await?;
-    let mut ggd = AgencyClient::connect(endpoint, &ClientIdentity::dev(pki, GGD), "bench-setup").await?;
-    let contact = || Some(pb::ContactPoint { team: "Bench".into(), phone: "050 000 0000".into(), email: String::new() });
+async fn setup_read_path(
+    endpoint: &str,
+    pki: &Path,
+    n: u64,
+    offset: u64,
+) -> anyhow::Result<Vec<String>> {
+    let mut wij =
+        AgencyClient::connect(endpoint, &ClientIdentity::dev(pki, WIJ), "bench-setup").await?;
+    let mut ggd =
+        AgencyClient::connect(endpoint, &ClientIdentity::dev(pki, GGD), "bench-setup").await?;
+    let contact = || {
+        Some(pb::ContactPoint {
+            team: "Bench".into(),
+            phone: "050 000 0000".into(),
+            email: String::new(),
+        })
+    };
     let mut ids = Vec::new();
     for i in 0..n {
         let bsn = bsn_for(offset + i);
         let s = wij
             .signals
-            .register_signal(pb::RegisterSignalRequest { bsn: bsn.clone(), category: pb::Category::Parenting as i32, contact: contact(), ..Default::default() })
+            .register_signal(pb::RegisterSignalRequest {
+                bsn: bsn.clone(),
+                category: pb::Category::Parenting as i32,
+                contact: contact(),
+                ..Default::default()
+            })
             .await?
             .into_inner()
             .signal
             .context("signal")?;
         ggd.signals
-            .register_signal(pb::RegisterSignalRequest { bsn: bsn.clone(), category: pb::Category::Health as i32, contact: contact(), ..Default::default() })
+            .register_signal(pb::RegisterSignalRequest {
+                bsn: bsn.clone(),
+                category: pb::Category::Health as i32,
+                contact: contact(),
+                ..Default::default()
+            })
             .await?;
         wij.consents
             .record_consent(pb::RecordConsentRequest {
@@ -318,7 +428,10 @@ async fn setup_read_path(endpoint: &str, pki: &Path, n: u64, offset: u64) -> any
                 givers: vec![pb::ConsentGiver::Subject as i32],
                 purposes: vec![pb::Purpose::CareCoordination as i32],
                 roles: vec![pb::Role::Wij as i32, pb::Role::Ggd as i32],
-                valid_until: Some(prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 86400 * 300, nanos: 0 }),
+                valid_until: Some(prost_types::Timestamp {
+                    seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 86400 * 300,
+                    nanos: 0,
+                }),
                 evidence_ref: "bench".into(),
                 ..Default::default()
             })
@@ -328,7 +441,14 @@ async fn setup_read_path(endpoint: &str, pki: &Path, n: u64, offset: u64) -> any
     Ok(ids)
 }
 
-async fn read_load(clients: &[AgencyClient], ids: &Arc<Vec<String>>, c: usize, warmup: Duration, measure: Duration, gateway: &Server) -> (LoadResult, f64, f64) {
+async fn read_load(
+    clients: &[AgencyClient],
+    ids: &Arc<Vec<String>>,
+    c: usize,
+    warmup: Duration,
+    measure: Duration,
+    gateway: &Server,
+) -> (LoadResult, f64, f64) {
     let cl = clients.to_vec();
     let ids = ids.clone();
     let before = proc_stats(gateway.pid());
@@ -338,39 +458,75 @@ async fn read_load(clients: &[AgencyClient], ids: &Arc<Vec<String>>, c: usize, w
         async move {
             let r = client
                 .signals
-                .query_involvement(pb::QueryInvolvementRequest { signal_id: id, purpose: pb::Purpose::CareCoordination as i32, ..Default::default() })
+                .query_involvement(pb::QueryInvolvementRequest {
+                    signal_id: id,
+                    purpose: pb::Purpose::CareCoordination as i32,
+                    ..Default::default()
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             if r.get_ref().involvements.len() != 1 {
-                return Err(format!("expected 1 involvement, got {}", r.get_ref().involvements.len()));
+                return Err(format!(
+                    "expected 1 involvement, got {}",
+                    r.get_ref().involvements.len()
+                ));
             }
             Ok(())
         }
     })
     .await;
     let after = proc_stats(gateway.pid());
-    (result, cpu_percent(before, after, warmup + measure), after.peak_rss_mib)
+    (
+        result,
+        cpu_percent(before, after, warmup + measure),
+        after.peak_rss_mib,
+    )
 }
 
-async fn handshakes(endpoint: &str, pki: &Path, backend: &str, n: usize) -> anyhow::Result<HandshakeRow> {
+async fn handshakes(
+    endpoint: &str,
+    pki: &Path,
+    backend: &str,
+    n: usize,
+) -> anyhow::Result<HandshakeRow> {
     let mut samples = Vec::new();
     for _ in 0..n {
         let t0 = Instant::now();
-        let mut c = AgencyClient::connect(endpoint, &ClientIdentity::dev(pki, WIJ), "bench-hs").await?;
-        c.signals.list_signals(pb::ListSignalsRequest { page_size: 1, ..Default::default() }).await?;
+        let mut c =
+            AgencyClient::connect(endpoint, &ClientIdentity::dev(pki, WIJ), "bench-hs").await?;
+        c.signals
+            .list_signals(pb::ListSignalsRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await?;
         samples.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     samples.sort_by(|a, b| a.total_cmp(b));
     let q = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    Ok(HandshakeRow { backend: backend.into(), samples: n, p50_ms: q(0.5), p99_ms: q(0.99) })
+    Ok(HandshakeRow {
+        backend: backend.into(),
+        samples: n,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+    })
 }
 
 fn write_config(root: &Path, name: &str, pki: &Path, url: &str) -> anyhow::Result<PathBuf> {
     let data = root.join(name);
     std::fs::create_dir_all(&data)?;
-    let toml = signaalpoort_cli::dev::dev_config_toml(pki, &data, "127.0.0.1:0".parse()?, Some("127.0.0.1:0".parse()?))?;
+    let toml = signaalpoort_cli::dev::dev_config_toml(
+        pki,
+        &data,
+        "127.0.0.1:0".parse()?,
+        Some("127.0.0.1:0".parse()?),
+    )?;
     // Benchmarks drive one agency far beyond a production rate limit.
-    let toml = toml.replacen("[server]\n", &format!("[server]\ndatabase_url = \"{url}\"\n"), 1)
+    let toml = toml.replacen(
+        "[server]\n",
+        &format!("[server]\ndatabase_url = \"{url}\"\n"),
+        1,
+    )
         + "\n[limits]\ncalls_per_second_per_agency = 1000000\nburst_per_agency = 1000000\n";
     let path = data.join("bench.toml");
     std::fs::write(&path, toml)?;
@@ -397,12 +553,24 @@ async fn preload(url: &str, households: usize) -> anyhow::Result<()> {
     let store = Store::open(url, StoreOptions::default()).await?;
     let agencies = signaalpoort_tls::devpki::default_dev_agencies();
     let oin = |slug: &str| -> anyhow::Result<Oin> {
-        let a = agencies.iter().find(|a| a.slug == slug).context("dev agency")?;
+        let a = agencies
+            .iter()
+            .find(|a| a.slug == slug)
+            .context("dev agency")?;
         Ok(Oin::parse(&a.oin)?)
     };
-    let (wij, ggd, jh, gem) = (oin(WIJ)?, oin(GGD)?, oin("jeugdhulp-accare")?, oin("gemeente-groningen")?);
+    let (wij, ggd, jh, gem) = (
+        oin(WIJ)?,
+        oin(GGD)?,
+        oin("jeugdhulp-accare")?,
+        oin("gemeente-groningen")?,
+    );
     let now = time::OffsetDateTime::now_utc();
-    let contact = ContactPoint { team: "Preload".into(), phone: "050 000 0000".into(), email: None };
+    let contact = ContactPoint {
+        team: "Preload".into(),
+        phone: "050 000 0000".into(),
+        email: None,
+    };
     const CHUNK: usize = 20_000;
     let mut n = 0usize;
     while n < households {
@@ -417,9 +585,21 @@ async fn preload(url: &str, households: usize) -> anyhow::Result<()> {
                 b[31] = 0xB5;
                 SubjectPseudonym::from_bytes(b)
             };
-            let members: Vec<HouseholdMember> = (0..3).map(|k| HouseholdMember { subject: subject(k), protected: false }).collect();
+            let members: Vec<HouseholdMember> = (0..3)
+                .map(|k| HouseholdMember {
+                    subject: subject(k),
+                    protected: false,
+                })
+                .collect();
             hh.push((format!("pre-{i}"), format!("pre-{i}"), gem.clone(), members));
-            for (k, (agency, category)) in [(wij.clone(), Category::Finances), (ggd.clone(), Category::Health), (jh.clone(), Category::YouthCare)].into_iter().enumerate() {
+            for (k, (agency, category)) in [
+                (wij.clone(), Category::Finances),
+                (ggd.clone(), Category::Health),
+                (jh.clone(), Category::YouthCare),
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 signals.push(SignalRow {
                     id: format!("pre-{i}-{k}"),
                     agency,
@@ -481,9 +661,14 @@ fn verify_throughput(records: usize) -> anyhow::Result<VerifyRow> {
     let raw = t0.elapsed().as_secs_f64();
     std::hint::black_box(sink);
     let t0 = Instant::now();
-    let report = signaalpoort_core::access_log::verify_export(lines.split(|b| *b == b'\n'), &[], &[]);
+    let report =
+        signaalpoort_core::access_log::verify_export(lines.split(|b| *b == b'\n'), &[], &[]);
     let verify = t0.elapsed().as_secs_f64();
-    anyhow::ensure!(report.is_ok() && report.records == records as u64, "verify failed on the benchmark log: {:?}", report.first_problem);
+    anyhow::ensure!(
+        report.is_ok() && report.records == records as u64,
+        "verify failed on the benchmark log: {:?}",
+        report.first_problem
+    );
     let row = VerifyRow {
         records,
         bytes: lines.len(),
@@ -496,16 +681,26 @@ fn verify_throughput(records: usize) -> anyhow::Result<VerifyRow> {
 }
 
 fn hex_of(seq: u64, k: u8) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, &[&seq.to_be_bytes()[..], &[k]].concat());
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[&seq.to_be_bytes()[..], &[k]].concat(),
+    );
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!("{cores} cores, {cpu}")
 }
 
@@ -513,7 +708,11 @@ fn write_report(plan: &Plan, report: &Report) -> anyhow::Result<()> {
     let dir = plan.out.join("bench-results");
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::to_string_pretty(report)?;
-    let name = if plan.smoke { "smoke.json" } else { "latest.json" };
+    let name = if plan.smoke {
+        "smoke.json"
+    } else {
+        "latest.json"
+    };
     std::fs::write(dir.join(name), &json)?;
     if plan.smoke {
         println!("smoke run: results in {}", dir.join(name).display());
@@ -539,28 +738,62 @@ access-log record is committed (SQLite `synchronous=FULL`, PostgreSQL `synchrono
             c.load.p99_ms,
             c.load.p999_ms,
             c.load.errors,
-            c.ratio_to_ceiling.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_default(),
+            c.ratio_to_ceiling
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_default(),
             c.server_cpu_percent,
             c.server_peak_rss_mib
         ));
     }
     md.push_str("\n## Access-log appends under the write load\n\n| store | in flight | appends/s |\n|---|---:|---:|\n");
-    for c in report.cells.iter().filter(|c| c.log_appends_per_second.is_some()) {
-        md.push_str(&format!("| {} | {} | {:.0} |\n", c.backend, c.load.concurrency, c.log_appends_per_second.unwrap_or_default()));
+    for c in report
+        .cells
+        .iter()
+        .filter(|c| c.log_appends_per_second.is_some())
+    {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} |\n",
+            c.backend,
+            c.load.concurrency,
+            c.log_appends_per_second.unwrap_or_default()
+        ));
     }
     md.push_str("\n## Read path against store size (SQLite, QueryInvolvement)\n\n| households | signals | preload s | in flight | calls/s | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &report.scale {
-        md.push_str(&format!("| {} | {} | {:.0} | {} | {:.0} | {:.2} | {:.2} |\n", s.households, s.signals, s.preload_seconds, s.load.concurrency, s.load.calls_per_second, s.load.p50_ms, s.load.p99_ms));
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {:.0} | {:.2} | {:.2} |\n",
+            s.households,
+            s.signals,
+            s.preload_seconds,
+            s.load.concurrency,
+            s.load.calls_per_second,
+            s.load.p50_ms,
+            s.load.p99_ms
+        ));
     }
     md.push_str("\n## `audit verify` against raw SHA-256 (ring) over the same bytes\n\n| records | MB | verify records/s | raw SHA-256 records/s | verify / raw |\n|---:|---:|---:|---:|---:|\n");
     for v in &report.verify {
-        md.push_str(&format!("| {} | {:.0} | {:.0} | {:.0} | {:.0}% |\n", v.records, v.bytes as f64 / 1e6, v.verify_records_per_second, v.raw_sha256_records_per_second, v.ratio * 100.0));
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0}% |\n",
+            v.records,
+            v.bytes as f64 / 1e6,
+            v.verify_records_per_second,
+            v.raw_sha256_records_per_second,
+            v.ratio * 100.0
+        ));
     }
     md.push_str("\n## New connection: mTLS handshake + first call\n\n| store | samples | p50 ms | p99 ms |\n|---|---:|---:|---:|\n");
     for h in &report.handshake {
-        md.push_str(&format!("| {} | {} | {:.2} | {:.2} |\n", h.backend, h.samples, h.p50_ms, h.p99_ms));
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} |\n",
+            h.backend, h.samples, h.p50_ms, h.p99_ms
+        ));
     }
     std::fs::write(plan.out.join("BENCHMARKS.generated.md"), md)?;
-    println!("wrote {} and {}", plan.out.join("BENCHMARKS.generated.md").display(), dir.join(name).display());
+    println!(
+        "wrote {} and {}",
+        plan.out.join("BENCHMARKS.generated.md").display(),
+        dir.join(name).display()
+    );
     Ok(())
 }

@@ -17,7 +17,11 @@ use crate::client::{AgencyClient, ClientIdentity};
 
 #[derive(Args, Debug, Clone)]
 pub struct Connection {
-    #[arg(long, default_value = "https://127.0.0.1:7443", env = "SIGNAALPOORT_ENDPOINT")]
+    #[arg(
+        long,
+        default_value = "https://127.0.0.1:7443",
+        env = "SIGNAALPOORT_ENDPOINT"
+    )]
     pub endpoint: String,
     /// Directory with ca.pem and agencies/<slug>.pem|.key (the dev PKI layout).
     #[arg(long, default_value = "certs/dev")]
@@ -31,7 +35,12 @@ pub struct Connection {
 
 impl Connection {
     async fn client(&self) -> anyhow::Result<AgencyClient> {
-        AgencyClient::connect(&self.endpoint, &ClientIdentity::dev(&self.pki, &self.identity), &self.actor).await
+        AgencyClient::connect(
+            &self.endpoint,
+            &ClientIdentity::dev(&self.pki, &self.identity),
+            &self.actor,
+        )
+        .await
     }
 }
 
@@ -101,7 +110,17 @@ pub enum ExportFormat {
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Query { conn, bsn, household, agency, actor_id, action, reason, flagged, limit } => {
+        AuditCommand::Query {
+            conn,
+            bsn,
+            household,
+            agency,
+            actor_id,
+            action,
+            reason,
+            flagged,
+            limit,
+        } => {
             let mut c = conn.client().await?;
             let resp = c
                 .audit
@@ -122,8 +141,15 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         }
         AuditCommand::Export { conn, out, format } => {
             let mut c = conn.client().await?;
-            let mut stream = c.audit.export_access_log(pb::ExportAccessLogRequest::default()).await?.into_inner();
-            let mut file = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
+            let mut stream = c
+                .audit
+                .export_access_log(pb::ExportAccessLogRequest::default())
+                .await?
+                .into_inner();
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?,
+            );
             if matches!(format, ExportFormat::Csv) {
                 writeln!(file, "seq,time_unix_us,agency_oin,role,actor_id,action,subjects,household_id,purpose,basis,decision,reason,status_code,request_id,flagged,trace_id,span_id,object_id,prev_hash,hash")?;
             }
@@ -133,48 +159,86 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 match format {
                     ExportFormat::Jsonl => writeln!(file, "{line}")?,
                     ExportFormat::Csv => {
-                        let r = AccessRecord::from_export_line(&line).context("the gateway sent a malformed export line")?;
+                        let r = AccessRecord::from_export_line(&line)
+                            .context("the gateway sent a malformed export line")?;
                         writeln!(file, "{}", csv_row(&r))?;
                     }
                 }
                 n += 1;
             }
             file.flush()?;
-            let cps = c.audit.list_checkpoints(pb::ListCheckpointsRequest { limit: 1000 }).await?.into_inner();
+            let cps = c
+                .audit
+                .list_checkpoints(pb::ListCheckpointsRequest { limit: 1000 })
+                .await?
+                .into_inner();
             let cp_path = out.with_extension("checkpoints.jsonl");
             let mut cp_file = std::fs::File::create(&cp_path)?;
             for cp in &cps.checkpoints {
-                writeln!(cp_file, "{}", serde_json::json!({"note": cp.note, "signature": cp.signature}))?;
+                writeln!(
+                    cp_file,
+                    "{}",
+                    serde_json::json!({"note": cp.note, "signature": cp.signature})
+                )?;
             }
-            let key = c.audit.get_public_key(pb::GetPublicKeyRequest {}).await?.into_inner();
+            let key = c
+                .audit
+                .get_public_key(pb::GetPublicKeyRequest {})
+                .await?
+                .into_inner();
             let key_path = out.with_extension("pubkey");
             std::fs::write(&key_path, format!("{}\n", key.ed25519_public_key))?;
             println!("exported {n} records to {}", out.display());
-            println!("checkpoints: {} ({} signed)", cp_path.display(), cps.checkpoints.len());
-            println!("public key:  {} (key id {})", key_path.display(), key.key_id);
+            println!(
+                "checkpoints: {} ({} signed)",
+                cp_path.display(),
+                cps.checkpoints.len()
+            );
+            println!(
+                "public key:  {} (key id {})",
+                key_path.display(),
+                key.key_id
+            );
             println!("verify with: signaalpoort audit verify --export {} --checkpoints {} --public-key {}", out.display(), cp_path.display(), key_path.display());
         }
-        AuditCommand::Report { conn, bsn, household, html } => {
+        AuditCommand::Report {
+            conn,
+            bsn,
+            household,
+            html,
+        } => {
             let mut c = conn.client().await?;
             let resp = c
                 .audit
                 .citizen_report(pb::CitizenReportRequest {
                     bsn,
                     include_household: household,
-                    format: if html { pb::ReportFormat::Html } else { pb::ReportFormat::Text } as i32,
+                    format: if html {
+                        pb::ReportFormat::Html
+                    } else {
+                        pb::ReportFormat::Text
+                    } as i32,
                     ..Default::default()
                 })
                 .await?
                 .into_inner();
             print!("{}", resp.content);
         }
-        AuditCommand::Verify { export, checkpoints, public_key } => return verify(&export, &checkpoints, &public_key),
+        AuditCommand::Verify {
+            export,
+            checkpoints,
+            public_key,
+        } => return verify(&export, &checkpoints, &public_key),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Offline verification; exit code 0 only when everything checks out.
-pub fn verify(export: &std::path::Path, checkpoints: &std::path::Path, public_key: &str) -> anyhow::Result<ExitCode> {
+pub fn verify(
+    export: &std::path::Path,
+    checkpoints: &std::path::Path,
+    public_key: &str,
+) -> anyhow::Result<ExitCode> {
     let key_text = if std::path::Path::new(public_key).exists() {
         std::fs::read_to_string(public_key)?
     } else {
@@ -188,7 +252,13 @@ pub fn verify(export: &std::path::Path, checkpoints: &std::path::Path, public_ke
         if line.trim().is_empty() {
             continue;
         }
-        cps.push(SignedCheckpoint::from_json(line).with_context(|| format!("{} line {}: malformed checkpoint", checkpoints.display(), i + 1))?);
+        cps.push(SignedCheckpoint::from_json(line).with_context(|| {
+            format!(
+                "{} line {}: malformed checkpoint",
+                checkpoints.display(),
+                i + 1
+            )
+        })?);
     }
     let data = std::fs::read(export).with_context(|| format!("reading {}", export.display()))?;
     let started = Instant::now();
@@ -203,14 +273,25 @@ pub fn verify(export: &std::path::Path, checkpoints: &std::path::Path, public_ke
                 report.checkpoints_checked,
                 hex::encode(report.head_hash)
             );
-            println!("verified in {:.3} s ({:.0} records/s, {:.1} MB/s)", elapsed.as_secs_f64(), rate, data.len() as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9));
+            println!(
+                "verified in {:.3} s ({:.0} records/s, {:.1} MB/s)",
+                elapsed.as_secs_f64(),
+                rate,
+                data.len() as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(problem) => {
             println!("FAILED: {problem}");
-            if let Some(line) = data.split(|b| *b == b'\n').nth(problem.line.saturating_sub(1) as usize) {
+            if let Some(line) = data
+                .split(|b| *b == b'\n')
+                .nth(problem.line.saturating_sub(1) as usize)
+            {
                 if let Some(r) = AccessRecord::from_export_line(&String::from_utf8_lossy(line)) {
-                    println!("first bad record: seq {} at {} by {} ({})", r.seq, r.draft.time, r.draft.agency_oin, r.draft.action);
+                    println!(
+                        "first bad record: seq {} at {} by {} ({})",
+                        r.seq, r.draft.time, r.draft.agency_oin, r.draft.action
+                    );
                 }
             }
             println!("{} record(s) before it verified.", report.records);
@@ -258,15 +339,32 @@ fn csv_row(r: &AccessRecord) -> String {
 }
 
 fn print_table(records: &[pb::AccessRecord]) {
-    println!("{:>7}  {:<20}  {:<20}  {:<14}  {:<20}  {:<6}  {:<26}  {}", "seq", "time (UTC)", "agency", "actor", "action", "result", "reason", "flag");
+    println!(
+        "{:>7}  {:<20}  {:<20}  {:<14}  {:<20}  {:<6}  {:<26}  {}",
+        "seq", "time (UTC)", "agency", "actor", "action", "result", "reason", "flag"
+    );
     for r in records {
         let time = r
             .time
             .as_ref()
             .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
-            .map(|t| format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second()))
+            .map(|t| {
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
             .unwrap_or_default();
-        let result = if r.decision == pb::Decision::Allow as i32 { "allow" } else { "deny" };
+        let result = if r.decision == pb::Decision::Allow as i32 {
+            "allow"
+        } else {
+            "deny"
+        };
         println!(
             "{:>7}  {:<20}  {:<20}  {:<14}  {:<20}  {:<6}  {:<26}  {}",
             r.seq,
@@ -289,4 +387,3 @@ fn truncate(s: &str, n: usize) -> String {
         s.chars().take(n - 1).collect::<String>() + "…"
     }
 }
-

@@ -36,7 +36,10 @@ impl ClientIdentity {
 pub struct ActorHeader(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for ActorHeader {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request.metadata_mut().insert("x-actor-id", self.0.clone());
         Ok(request)
     }
@@ -55,7 +58,11 @@ pub struct AgencyClient {
     pub channel: Channel,
 }
 
-pub async fn channel(endpoint: &str, id: &ClientIdentity, server_name: &str) -> anyhow::Result<Channel> {
+pub async fn channel(
+    endpoint: &str,
+    id: &ClientIdentity,
+    server_name: &str,
+) -> anyhow::Result<Channel> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&id.ca)?))
@@ -72,7 +79,11 @@ pub async fn channel(endpoint: &str, id: &ClientIdentity, server_name: &str) -> 
 }
 
 impl AgencyClient {
-    pub async fn connect(endpoint: &str, id: &ClientIdentity, actor: &str) -> anyhow::Result<AgencyClient> {
+    pub async fn connect(
+        endpoint: &str,
+        id: &ClientIdentity,
+        actor: &str,
+    ) -> anyhow::Result<AgencyClient> {
         let channel = channel(endpoint, id, "localhost").await?;
         Ok(Self::from_channel(channel, actor)?)
     }

@@ -57,17 +57,36 @@ fn say(text: impl AsRef<str>) {
 fn involvement_line(i: &pb::Involvement) -> String {
     let agency = i.agency.clone().unwrap_or_default();
     let contact = i.contact.clone().unwrap_or_default();
-    let category = pb::Category::try_from(i.category).map(|c| c.as_str_name().trim_start_matches("CATEGORY_").to_lowercase()).unwrap_or_default();
-    let level = if i.level == pb::MatchLevel::Household as i32 { "another member of the household" } else { "the same child" };
-    if i.withheld {
-        format!("- {} (details withheld for safety) on {level}; contact {} {}", agency.name, contact.team, contact.phone)
+    let category = pb::Category::try_from(i.category)
+        .map(|c| {
+            c.as_str_name()
+                .trim_start_matches("CATEGORY_")
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    let level = if i.level == pb::MatchLevel::Household as i32 {
+        "another member of the household"
     } else {
-        format!("- {} ({category}) on {level}; contact {} {}", agency.name, contact.team, contact.phone)
+        "the same child"
+    };
+    if i.withheld {
+        format!(
+            "- {} (details withheld for safety) on {level}; contact {} {}",
+            agency.name, contact.team, contact.phone
+        )
+    } else {
+        format!(
+            "- {} ({category}) on {level}; contact {} {}",
+            agency.name, contact.team, contact.phone
+        )
     }
 }
 
 fn denial(status: &tonic::Status) -> String {
-    let reason = status.get_details_error_info().map(|i| i.reason).unwrap_or_default();
+    let reason = status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default();
     format!("{:?} {reason}: {}", status.code(), status.message())
 }
 
@@ -87,9 +106,14 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
     let run = &run[..8];
 
     println!("DEMO — one family, several agencies (Groningen, after the 2015 action plan)");
-    println!("A mother, a father, a daughter of 7 and a son of 14. Each agency knows only its own part.");
+    println!(
+        "A mother, a father, a daughter of 7 and a son of 14. Each agency knows only its own part."
+    );
 
-    step(1, "Three agencies register what they know — a signal each, no case file, no free text.");
+    step(
+        1,
+        "Three agencies register what they know — a signal each, no case file, no free text.",
+    );
     let ggd_signal = ggd
         .signals
         .register_signal(pb::RegisterSignalRequest {
@@ -128,23 +152,35 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         wij_signal.match_count
     ));
 
-    step(2, "The municipality declares the household from the BRP, so signals on any member match.");
+    step(
+        2,
+        "The municipality declares the household from the BRP, so signals on any member match.",
+    );
     let mut gemeente_households = gemeente.households.clone();
     let hh = gemeente_households
         .declare_household(pb::DeclareHouseholdRequest {
             household_ref: format!("demo-{run}"),
             members: [&f.mother, &f.father, &f.daughter, &f.son]
                 .iter()
-                .map(|b| pb::HouseholdMember { bsn: (*b).clone(), protected: false })
+                .map(|b| pb::HouseholdMember {
+                    bsn: (*b).clone(),
+                    protected: false,
+                })
                 .collect(),
             ..Default::default()
         })
         .await?
         .into_inner();
-    say(format!("Household declared with {} members; the gateway now sees three agencies on one family.", hh.member_count));
+    say(format!(
+        "Household declared with {} members; the gateway now sees three agencies on one family.",
+        hh.member_count
+    ));
 
     let wij_signal_id = wij_signal.signal.map(|s| s.signal_id).unwrap_or_default();
-    step(3, "WIJ asks who else is involved — but the family has not consented to any exchange yet.");
+    step(
+        3,
+        "WIJ asks who else is involved — but the family has not consented to any exchange yet.",
+    );
     match wij
         .signals
         .query_involvement(pb::QueryInvolvementRequest {
@@ -155,11 +191,16 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         .await
     {
         Ok(_) => say("unexpected: answered without consent"),
-        Err(s) if s.code() == Code::PermissionDenied => say(format!("Refused, and logged: {}", denial(&s))),
+        Err(s) if s.code() == Code::PermissionDenied => {
+            say(format!("Refused, and logged: {}", denial(&s)))
+        }
         Err(s) => return Err(s.into()),
     }
 
-    step(4, "The WIJ worker talks with the parents; they consent to exchange for care coordination.");
+    step(
+        4,
+        "The WIJ worker talks with the parents; they consent to exchange for care coordination.",
+    );
     let consent = wij
         .consents
         .record_consent(pb::RecordConsentRequest {
@@ -167,8 +208,15 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
             birth_date: "1988-02-14".into(),
             include_household: true,
             givers: vec![pb::ConsentGiver::Subject as i32],
-            purposes: vec![pb::Purpose::CareCoordination as i32, pb::Purpose::CaseCoordination as i32],
-            roles: vec![pb::Role::Wij as i32, pb::Role::Ggd as i32, pb::Role::Jeugdhulp as i32],
+            purposes: vec![
+                pb::Purpose::CareCoordination as i32,
+                pb::Purpose::CaseCoordination as i32,
+            ],
+            roles: vec![
+                pb::Role::Wij as i32,
+                pb::Role::Ggd as i32,
+                pb::Role::Jeugdhulp as i32,
+            ],
             valid_until: Some(prost_types::Timestamp {
                 seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 365 * 86400,
                 nanos: 0,
@@ -182,7 +230,7 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         "Consent recorded (id {}), covering WIJ, GGD and youth care, for the household, valid for a year.",
         consent.consent.map(|c| c.consent_id).unwrap_or_default()
     ));
-    let refused_child = wij
+    let refused_child = accare
         .consents
         .record_consent(pb::RecordConsentRequest {
             bsn: f.son.clone(),
@@ -194,15 +242,21 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
                 seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 180 * 86400,
                 nanos: 0,
             }),
-            evidence_ref: format!("WIJ-dossier-{run}/toestemming-2"),
+            evidence_ref: format!("Accare-dossier-{run}/toestemming-2"),
             ..Default::default()
         })
         .await;
     if let Err(s) = refused_child {
-        say(format!("A consent for the 14-year-old from a parent alone is refused: {}", denial(&s)));
+        say(format!(
+            "Accare tries to record a consent for the 14-year-old from a parent alone; refused: {}",
+            denial(&s)
+        ));
     }
 
-    step(5, "WIJ asks again. Now it learns who else is involved, and how to reach them — nothing more.");
+    step(
+        5,
+        "WIJ asks again. Now it learns who else is involved, and how to reach them — nothing more.",
+    );
     let answer = wij
         .signals
         .query_involvement(pb::QueryInvolvementRequest {
@@ -216,7 +270,10 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         say(involvement_line(i));
     }
 
-    step(6, "Veilig Thuis receives a report about the daughter and registers a safety signal.");
+    step(
+        6,
+        "Veilig Thuis receives a report about the daughter and registers a safety signal.",
+    );
     let vt_signal = vt
         .signals
         .register_signal(pb::RegisterSignalRequest {
@@ -242,7 +299,7 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
     }
     say("This use of the safety basis is flagged for review and alerted to the auditor.");
 
-    step(7, "GGD looks at who is involved with the daughter. Veilig Thuis' involvement is sensitive:");
+    step(7, "GGD asks who is involved with the daughter. The family's consent does not name Veilig Thuis, so GGD does not see it:");
     let ggd_view = ggd
         .signals
         .query_involvement(pb::QueryInvolvementRequest {
@@ -256,7 +313,10 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         say(involvement_line(i));
     }
 
-    step(8, "The back-ends that poll for news receive their match notifications.");
+    step(
+        8,
+        "The back-ends that poll for news receive their match notifications.",
+    );
     let notes = accare
         .notifications
         .list_notifications(pb::ListNotificationsRequest {
@@ -265,7 +325,10 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    say(format!("Accare receives {} notification(s) about others involved with the family.", notes.notifications.len()));
+    say(format!(
+        "Accare receives {} notification(s) about others involved with the family.",
+        notes.notifications.len()
+    ));
 
     step(9, "The privacy officer checks the log: alerts, the chain, and what the family may ask to see.");
     let log = auditor
@@ -276,7 +339,10 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    say(format!("{} call(s) on the safety basis flagged for review.", log.records.len()));
+    say(format!(
+        "{} call(s) on the safety basis flagged for review.",
+        log.records.len()
+    ));
     let report = auditor
         .audit
         .citizen_report(pb::CitizenReportRequest {
@@ -287,7 +353,10 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    say(format!("Citizen access report for the daughter ({} entries):", report.entry_count));
+    say(format!(
+        "Citizen access report for the daughter ({} entries):",
+        report.entry_count
+    ));
     for line in report.content.lines() {
         say(format!("   {line}"));
     }

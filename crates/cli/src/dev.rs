@@ -42,15 +42,28 @@ pub fn init_pki(dir: &Path, force: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let agencies = signaalpoort_tls::devpki::default_dev_agencies();
-    signaalpoort_tls::devpki::generate_dev_pki(dir, &agencies, &["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .with_context(|| format!("generating the dev PKI in {}", dir.display()))?;
+    signaalpoort_tls::devpki::generate_dev_pki(
+        dir,
+        &agencies,
+        &["localhost".to_owned(), "127.0.0.1".to_owned()],
+    )
+    .with_context(|| format!("generating the dev PKI in {}", dir.display()))?;
     Ok(())
 }
 
 /// A configuration for the dev PKI. Paths are absolute so the file works from anywhere.
-pub fn dev_config_toml(pki: &Path, data: &Path, listen: SocketAddr, admin: Option<SocketAddr>) -> anyhow::Result<String> {
+pub fn dev_config_toml(
+    pki: &Path,
+    data: &Path,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<String> {
     let abs = |p: &Path| -> anyhow::Result<String> {
-        let p = if p.is_absolute() { p.to_owned() } else { std::env::current_dir()?.join(p) };
+        let p = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            std::env::current_dir()?.join(p)
+        };
         Ok(p.display().to_string())
     };
     let mut out = String::new();
@@ -73,21 +86,37 @@ pub fn dev_config_toml(pki: &Path, data: &Path, listen: SocketAddr, admin: Optio
             .find(|(slug, _)| *slug == agency.slug)
             .map(|(_, r)| *r)
             .context("dev agency without a role")?;
-        out.push_str(&format!("[[agency]]\noin = \"{}\"\nname = \"{}\"\nrole = \"{role}\"\n\n", agency.oin, agency.name));
+        out.push_str(&format!(
+            "[[agency]]\noin = \"{}\"\nname = \"{}\"\nrole = \"{role}\"\n\n",
+            agency.oin, agency.name
+        ));
     }
     Ok(out)
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     init_pki(&args.pki, false)?;
-    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating {}", args.data.display()))?;
     let config_path = args.data.join("signaalpoort.toml");
-    std::fs::write(&config_path, dev_config_toml(&args.pki, &args.data, args.listen, Some(args.admin))?)?;
+    std::fs::write(
+        &config_path,
+        dev_config_toml(&args.pki, &args.data, args.listen, Some(args.admin))?,
+    )?;
     let config = signaalpoort_server::Config::load(&config_path)?;
-    let running = signaalpoort_server::start(config, Arc::new(signaalpoort_server::SystemClock)).await?;
+    let running =
+        signaalpoort_server::start(config, Arc::new(signaalpoort_server::SystemClock)).await?;
     let endpoint = format!("https://{}", running.grpc_addr);
-    println!("Signaalpoort is listening on {endpoint} (mutual TLS), admin on http://{}", args.admin);
-    println!("  config: {}   data: {}   dev PKI: {}\n", config_path.display(), args.data.display(), args.pki.display());
+    println!(
+        "Signaalpoort is listening on {endpoint} (mutual TLS), admin on http://{}",
+        args.admin
+    );
+    println!(
+        "  config: {}   data: {}   dev PKI: {}\n",
+        config_path.display(),
+        args.data.display(),
+        args.pki.display()
+    );
     if !args.no_demo {
         let demo = crate::demo::DemoArgs {
             endpoint: endpoint.clone(),

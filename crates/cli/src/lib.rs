@@ -14,7 +14,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "signaalpoort", version, about = "Consent-checked signal exchange between agencies around one family, with a tamper-evident access log")]
+#[command(
+    name = "signaalpoort",
+    version,
+    about = "Consent-checked signal exchange between agencies around one family, with a tamper-evident access log"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,7 +28,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway with a configuration file.
     Serve {
-        #[arg(long, short, env = "SIGNAALPOORT_CONFIG", default_value = "signaalpoort.toml")]
+        #[arg(
+            long,
+            short,
+            env = "SIGNAALPOORT_CONFIG",
+            default_value = "signaalpoort.toml"
+        )]
         config: PathBuf,
     },
     /// Everything on this machine: dev PKI (if absent), config, gateway on SQLite, and the demo story.
@@ -38,7 +47,12 @@ pub enum Command {
     },
     /// Validate a configuration, its certificates and keys; says exactly what is wrong.
     CheckConfig {
-        #[arg(long, short, env = "SIGNAALPOORT_CONFIG", default_value = "signaalpoort.toml")]
+        #[arg(
+            long,
+            short,
+            env = "SIGNAALPOORT_CONFIG",
+            default_value = "signaalpoort.toml"
+        )]
         config: PathBuf,
     },
     /// Run database migrations and exit (replicas may also migrate on start).
@@ -46,7 +60,12 @@ pub enum Command {
         /// sqlite://PATH or postgres://...; default: the config's database.
         #[arg(long)]
         database_url: Option<String>,
-        #[arg(long, short, env = "SIGNAALPOORT_CONFIG", default_value = "signaalpoort.toml")]
+        #[arg(
+            long,
+            short,
+            env = "SIGNAALPOORT_CONFIG",
+            default_value = "signaalpoort.toml"
+        )]
         config: PathBuf,
     },
     /// Exit 0 when the gateway's admin /readyz answers 200 (for container health checks).
@@ -80,11 +99,16 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` logs as its configuration says (JSON in containers); everything else for a terminal.
     let json = match &cli.command {
-        Command::Serve { config } => signaalpoort_server::Config::load(config).is_ok_and(|c| c.server.log_json),
+        Command::Serve { config } => {
+            signaalpoort_server::Config::load(config).is_ok_and(|c| c.server.log_json)
+        }
         _ => false,
     };
     init_tracing(json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -101,10 +125,21 @@ pub fn main() -> ExitCode {
 }
 
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGNAALPOORT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.compact().try_init() };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SIGNAALPOORT_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn")
+        });
+    // Colours only on a terminal: logs piped to a file or a collector stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.compact().try_init()
+    };
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -115,17 +150,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(args) => dev::run(args).await?,
         Command::Demo(args) => demo::run_against(&args).await?,
-        Command::Pki { command: PkiCommand::Init { dir, force } } => {
+        Command::Pki {
+            command: PkiCommand::Init { dir, force },
+        } => {
             dev::init_pki(&dir, force)?;
-            println!("dev PKI written to {} (git-ignored; never commit keys)", dir.display());
+            println!(
+                "dev PKI written to {} (git-ignored; never commit keys)",
+                dir.display()
+            );
         }
         Command::CheckConfig { config } => return check_config(&config),
-        Command::Migrate { database_url, config } => {
+        Command::Migrate {
+            database_url,
+            config,
+        } => {
             let url = match database_url {
                 Some(u) => u,
                 None => signaalpoort_server::Config::load(&config)?.database_url(),
             };
-            signaalpoort_store::Store::migrate(&url).await.context("migrating")?;
+            signaalpoort_store::Store::migrate(&url)
+                .await
+                .context("migrating")?;
             println!("migrations applied to {}", redact_url(&url));
         }
         Command::Healthcheck { admin } => return healthcheck(&admin).await,
@@ -137,7 +182,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
 pub async fn serve_until_signal(config: signaalpoort_server::Config) -> anyhow::Result<()> {
-    let running = signaalpoort_server::start(config, Arc::new(signaalpoort_server::SystemClock)).await?;
+    let running =
+        signaalpoort_server::start(config, Arc::new(signaalpoort_server::SystemClock)).await?;
     wait_for_signal().await;
     running.shutdown().await;
     Ok(())
@@ -185,8 +231,14 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     for (what, p) in [
-        ("pseudonym key", signaalpoort_server::keys::pseudonym_key_path(&config.server.data_dir)),
-        ("checkpoint key", signaalpoort_server::keys::checkpoint_key_path(&config.server.data_dir)),
+        (
+            "pseudonym key",
+            signaalpoort_server::keys::pseudonym_key_path(&config.server.data_dir),
+        ),
+        (
+            "checkpoint key",
+            signaalpoort_server::keys::checkpoint_key_path(&config.server.data_dir),
+        ),
     ] {
         if p.exists() {
             #[cfg(unix)]
@@ -194,12 +246,19 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 use std::os::unix::fs::PermissionsExt;
                 let mode = std::fs::metadata(&p)?.permissions().mode();
                 if mode & 0o077 != 0 {
-                    eprintln!("{what} {} is readable by group or others (mode {:o}); run chmod 600", p.display(), mode & 0o777);
+                    eprintln!(
+                        "{what} {} is readable by group or others (mode {:o}); run chmod 600",
+                        p.display(),
+                        mode & 0o777
+                    );
                     return Ok(ExitCode::FAILURE);
                 }
             }
         } else {
-            println!("note: {what} {} does not exist yet; it is created on first start", p.display());
+            println!(
+                "note: {what} {} does not exist yet; it is created on first start",
+                p.display()
+            );
         }
     }
     println!(
@@ -224,7 +283,10 @@ async fn healthcheck(admin: &str) -> anyhow::Result<ExitCode> {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(admin).await?;
         stream
-            .write_all(format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -233,7 +295,13 @@ async fn healthcheck(admin: &str) -> anyhow::Result<ExitCode> {
     match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
         Ok(Ok(response)) if response.starts_with(b"HTTP/1.1 200") => Ok(ExitCode::SUCCESS),
         Ok(Ok(response)) => {
-            eprintln!("not ready: {}", String::from_utf8_lossy(&response).lines().last().unwrap_or_default());
+            eprintln!(
+                "not ready: {}",
+                String::from_utf8_lossy(&response)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            );
             Ok(ExitCode::FAILURE)
         }
         Ok(Err(e)) => {

@@ -82,11 +82,26 @@ mod tests {
     #[test]
     fn rejects_wrong_shape_and_checksum() {
         assert_eq!(Bsn::parse("12345678").unwrap_err(), BsnError::NotNineDigits);
-        assert_eq!(Bsn::parse("1234567890").unwrap_err(), BsnError::NotNineDigits);
-        assert_eq!(Bsn::parse("12345678a").unwrap_err(), BsnError::NotNineDigits);
-        assert_eq!(Bsn::parse(" 11122233").unwrap_err(), BsnError::NotNineDigits);
-        assert_eq!(Bsn::parse("123456789").unwrap_err(), BsnError::ElfproefFailed);
-        assert_eq!(Bsn::parse("000000000").unwrap_err(), BsnError::ElfproefFailed);
+        assert_eq!(
+            Bsn::parse("1234567890").unwrap_err(),
+            BsnError::NotNineDigits
+        );
+        assert_eq!(
+            Bsn::parse("12345678a").unwrap_err(),
+            BsnError::NotNineDigits
+        );
+        assert_eq!(
+            Bsn::parse(" 11122233").unwrap_err(),
+            BsnError::NotNineDigits
+        );
+        assert_eq!(
+            Bsn::parse("123456789").unwrap_err(),
+            BsnError::ElfproefFailed
+        );
+        assert_eq!(
+            Bsn::parse("000000000").unwrap_err(),
+            BsnError::ElfproefFailed
+        );
     }
 
     #[test]

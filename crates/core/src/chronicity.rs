@@ -20,7 +20,10 @@ pub struct Quarter {
 
 impl Quarter {
     pub fn of(date: Date) -> Quarter {
-        Quarter { year: date.year(), q: (u8::from(date.month()) - 1) / 3 + 1 }
+        Quarter {
+            year: date.year(),
+            q: (u8::from(date.month()) - 1) / 3 + 1,
+        }
     }
 
     pub fn first_day(self) -> Date {
@@ -31,7 +34,10 @@ impl Quarter {
     /// The quarter `n` quarters before this one.
     pub fn minus(self, n: u32) -> Quarter {
         let index = i64::from(self.year) * 4 + i64::from(self.q - 1) - i64::from(n);
-        Quarter { year: index.div_euclid(4) as i32, q: index.rem_euclid(4) as u8 + 1 }
+        Quarter {
+            year: index.div_euclid(4) as i32,
+            q: index.rem_euclid(4) as u8 + 1,
+        }
     }
 
     pub fn label(self) -> String {
@@ -66,7 +72,12 @@ pub struct ChronicityThresholds {
 
 impl Default for ChronicityThresholds {
     fn default() -> Self {
-        ChronicityThresholds { min_agencies: 2, min_quarters: 5, window_quarters: 8, repeated_safety_signals: 2 }
+        ChronicityThresholds {
+            min_agencies: 2,
+            min_quarters: 5,
+            window_quarters: 8,
+            repeated_safety_signals: 2,
+        }
     }
 }
 
@@ -79,7 +90,11 @@ pub struct Indicator {
 }
 
 /// The indicator at `current` over `history` (quarters without an entry had no involvement).
-pub fn chronicity(history: &BTreeMap<Quarter, QuarterCounts>, current: Quarter, t: ChronicityThresholds) -> Indicator {
+pub fn chronicity(
+    history: &BTreeMap<Quarter, QuarterCounts>,
+    current: Quarter,
+    t: ChronicityThresholds,
+) -> Indicator {
     let window: Vec<Quarter> = (0..t.window_quarters).map(|n| current.minus(n)).collect();
     let in_window = || window.iter().filter_map(|q| history.get(q));
     let mut triggered_by = Vec::new();
@@ -97,7 +112,10 @@ pub fn chronicity(history: &BTreeMap<Quarter, QuarterCounts>, current: Quarter, 
             t.window_quarters, t.repeated_safety_signals
         ));
     }
-    Indicator { indicated: !triggered_by.is_empty(), triggered_by }
+    Indicator {
+        indicated: !triggered_by.is_empty(),
+        triggered_by,
+    }
 }
 
 #[cfg(test)]
@@ -106,15 +124,31 @@ mod tests {
     use time::macros::date;
 
     fn counts(agencies: u32, safety: u32) -> QuarterCounts {
-        QuarterCounts { agencies, safety_signals: safety, ..Default::default() }
+        QuarterCounts {
+            agencies,
+            safety_signals: safety,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn quarters() {
-        assert_eq!(Quarter::of(date!(2025 - 08 - 15)), Quarter { year: 2025, q: 3 });
-        assert_eq!(Quarter { year: 2025, q: 1 }.minus(1), Quarter { year: 2024, q: 4 });
-        assert_eq!(Quarter { year: 2025, q: 3 }.minus(9), Quarter { year: 2023, q: 2 });
-        assert_eq!(Quarter { year: 2025, q: 4 }.first_day(), date!(2025 - 10 - 01));
+        assert_eq!(
+            Quarter::of(date!(2025 - 08 - 15)),
+            Quarter { year: 2025, q: 3 }
+        );
+        assert_eq!(
+            Quarter { year: 2025, q: 1 }.minus(1),
+            Quarter { year: 2024, q: 4 }
+        );
+        assert_eq!(
+            Quarter { year: 2025, q: 3 }.minus(9),
+            Quarter { year: 2023, q: 2 }
+        );
+        assert_eq!(
+            Quarter { year: 2025, q: 4 }.first_day(),
+            date!(2025 - 10 - 01)
+        );
         assert_eq!(Quarter { year: 2025, q: 4 }.label(), "2025-Q4");
     }
 
@@ -123,26 +157,35 @@ mod tests {
         let now = Quarter { year: 2026, q: 2 };
         let t = ChronicityThresholds::default();
         // Four busy quarters: a year, not more. Not indicated.
-        let mut h: BTreeMap<Quarter, QuarterCounts> = (0..4).map(|n| (now.minus(n), counts(3, 0))).collect();
+        let mut h: BTreeMap<Quarter, QuarterCounts> =
+            (0..4).map(|n| (now.minus(n), counts(3, 0))).collect();
         assert!(!chronicity(&h, now, t).indicated);
         // A fifth busy quarter within the two-year window, with a gap between: indicated.
         h.insert(now.minus(6), counts(2, 0));
         let ind = chronicity(&h, now, t);
         assert!(ind.indicated);
-        assert_eq!(ind.triggered_by, ["2 or more agencies involved in 5 of the last 8 quarters (threshold: 5)"]);
+        assert_eq!(
+            ind.triggered_by,
+            ["2 or more agencies involved in 5 of the last 8 quarters (threshold: 5)"]
+        );
         // Outside the window it no longer counts.
         let later = Quarter { year: 2027, q: 1 };
         assert!(!chronicity(&h, later, t).indicated);
         // One agency alone, however long, is not "several agencies".
-        let lonely: BTreeMap<Quarter, QuarterCounts> = (0..8).map(|n| (now.minus(n), counts(1, 0))).collect();
+        let lonely: BTreeMap<Quarter, QuarterCounts> =
+            (0..8).map(|n| (now.minus(n), counts(1, 0))).collect();
         assert!(!chronicity(&lonely, now, t).indicated);
     }
 
     #[test]
     fn repeated_safety_signals() {
         let now = Quarter { year: 2026, q: 2 };
-        let h: BTreeMap<Quarter, QuarterCounts> = [(now.minus(1), counts(1, 1)), (now.minus(5), counts(1, 1))].into();
+        let h: BTreeMap<Quarter, QuarterCounts> =
+            [(now.minus(1), counts(1, 1)), (now.minus(5), counts(1, 1))].into();
         let ind = chronicity(&h, now, ChronicityThresholds::default());
-        assert_eq!(ind.triggered_by, ["2 safety signals in the last 8 quarters (threshold: 2)"]);
+        assert_eq!(
+            ind.triggered_by,
+            ["2 safety signals in the last 8 quarters (threshold: 2)"]
+        );
     }
 }

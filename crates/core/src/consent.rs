@@ -18,7 +18,9 @@ pub enum ConsentGiver {
 /// Why a consent does not satisfy the age rules; the message says which giver is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AgeRuleViolation {
-    #[error("under 12 a parent or guardian gives consent; the child's own consent alone is not enough")]
+    #[error(
+        "under 12 a parent or guardian gives consent; the child's own consent alone is not enough"
+    )]
     UnderTwelveNeedsParent,
     #[error("from 12 to 15 both the young person and a parent or guardian must consent")]
     TwelveToFifteenNeedsBoth,
@@ -104,7 +106,9 @@ impl ConsentRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentState {
     /// A consent covers it; the id is named in the permit and the log.
-    Valid { consent_id: String },
+    Valid {
+        consent_id: String,
+    },
     WrongPurpose,
     Expired,
     Withdrawn,
@@ -145,12 +149,14 @@ pub fn consent_state(
     best
 }
 
+/// Which state to report when several consents name the caller: one for this purpose (expired or
+/// withdrawn) tells the back-end more than one for another purpose.
 fn rank(state: &ConsentState) -> u8 {
     match state {
         ConsentState::None => 0,
-        ConsentState::Withdrawn => 1,
-        ConsentState::Expired => 2,
-        ConsentState::WrongPurpose => 3,
+        ConsentState::WrongPurpose => 1,
+        ConsentState::Withdrawn => 2,
+        ConsentState::Expired => 3,
         ConsentState::Valid { .. } => 4,
     }
 }
@@ -166,21 +172,66 @@ mod tests {
         let today = date!(2026 - 06 - 01);
         let until = date!(2028 - 06 - 01);
         // 8 years old: parent needed; renew at 12 only if before valid_until.
-        assert_eq!(check_age_rule(date!(2018 - 01 - 01), today, &[Subject], until), Err(AgeRuleViolation::UnderTwelveNeedsParent));
-        assert_eq!(check_age_rule(date!(2018 - 01 - 01), today, &[ParentOrGuardian], until), Ok(None));
-        assert_eq!(check_age_rule(date!(2015 - 01 - 01), today, &[ParentOrGuardian], until), Ok(Some(date!(2027 - 01 - 01))));
+        assert_eq!(
+            check_age_rule(date!(2018 - 01 - 01), today, &[Subject], until),
+            Err(AgeRuleViolation::UnderTwelveNeedsParent)
+        );
+        assert_eq!(
+            check_age_rule(date!(2018 - 01 - 01), today, &[ParentOrGuardian], until),
+            Ok(None)
+        );
+        assert_eq!(
+            check_age_rule(date!(2015 - 01 - 01), today, &[ParentOrGuardian], until),
+            Ok(Some(date!(2027 - 01 - 01)))
+        );
         // 13: both.
-        assert_eq!(check_age_rule(date!(2013 - 01 - 01), today, &[ParentOrGuardian], until), Err(AgeRuleViolation::TwelveToFifteenNeedsBoth));
-        assert_eq!(check_age_rule(date!(2013 - 01 - 01), today, &[Subject], until), Err(AgeRuleViolation::TwelveToFifteenNeedsBoth));
-        assert_eq!(check_age_rule(date!(2013 - 01 - 01), today, &[Subject, ParentOrGuardian], until), Ok(None));
+        assert_eq!(
+            check_age_rule(date!(2013 - 01 - 01), today, &[ParentOrGuardian], until),
+            Err(AgeRuleViolation::TwelveToFifteenNeedsBoth)
+        );
+        assert_eq!(
+            check_age_rule(date!(2013 - 01 - 01), today, &[Subject], until),
+            Err(AgeRuleViolation::TwelveToFifteenNeedsBoth)
+        );
+        assert_eq!(
+            check_age_rule(
+                date!(2013 - 01 - 01),
+                today,
+                &[Subject, ParentOrGuardian],
+                until
+            ),
+            Ok(None)
+        );
         // 16 boundary exactly on the birthday.
-        assert_eq!(check_age_rule(date!(2010 - 06 - 01), today, &[ParentOrGuardian], until), Err(AgeRuleViolation::SixteenPlusNeedsSubject));
-        assert_eq!(check_age_rule(date!(2010 - 06 - 01), today, &[Subject], until), Ok(None));
-        assert_eq!(check_age_rule(date!(2010 - 06 - 02), today, &[Subject, ParentOrGuardian], until), Ok(Some(date!(2026 - 06 - 02))));
-        assert_eq!(check_age_rule(date!(2000 - 01 - 01), today, &[], until), Err(AgeRuleViolation::NoGiver));
+        assert_eq!(
+            check_age_rule(date!(2010 - 06 - 01), today, &[ParentOrGuardian], until),
+            Err(AgeRuleViolation::SixteenPlusNeedsSubject)
+        );
+        assert_eq!(
+            check_age_rule(date!(2010 - 06 - 01), today, &[Subject], until),
+            Ok(None)
+        );
+        assert_eq!(
+            check_age_rule(
+                date!(2010 - 06 - 02),
+                today,
+                &[Subject, ParentOrGuardian],
+                until
+            ),
+            Ok(Some(date!(2026 - 06 - 02)))
+        );
+        assert_eq!(
+            check_age_rule(date!(2000 - 01 - 01), today, &[], until),
+            Err(AgeRuleViolation::NoGiver)
+        );
     }
 
-    fn consent(purposes: Vec<Purpose>, roles: Vec<Role>, until: OffsetDateTime, withdrawn: Option<OffsetDateTime>) -> ConsentRecord {
+    fn consent(
+        purposes: Vec<Purpose>,
+        roles: Vec<Role>,
+        until: OffsetDateTime,
+        withdrawn: Option<OffsetDateTime>,
+    ) -> ConsentRecord {
         ConsentRecord {
             id: "c1".into(),
             recorded_by: Oin::parse("00000099000000000001").unwrap(),
@@ -201,18 +252,72 @@ mod tests {
     #[test]
     fn consent_state_picks_the_actionable_reason() {
         let now = datetime!(2026-06-01 0:00 UTC);
-        let wij = Agency { oin: Oin::parse("00000099000000000002").unwrap(), name: "WIJ".into(), role: Role::Wij };
+        let wij = Agency {
+            oin: Oin::parse("00000099000000000002").unwrap(),
+            name: "WIJ".into(),
+            role: Role::Wij,
+        };
         let later = datetime!(2027-01-01 0:00 UTC);
         let earlier = datetime!(2026-05-01 0:00 UTC);
-        let valid = consent(vec![Purpose::CareCoordination], vec![Role::Wij], later, None);
-        assert_eq!(consent_state(std::slice::from_ref(&valid), &wij, Purpose::CareCoordination, now), ConsentState::Valid { consent_id: "c1".into() });
-        assert_eq!(consent_state(std::slice::from_ref(&valid), &wij, Purpose::CaseCoordination, now), ConsentState::WrongPurpose);
-        let expired = consent(vec![Purpose::CareCoordination], vec![Role::Wij], earlier, None);
-        assert_eq!(consent_state(&[expired], &wij, Purpose::CareCoordination, now), ConsentState::Expired);
-        let withdrawn = consent(vec![Purpose::CareCoordination], vec![Role::Wij], later, Some(earlier));
-        assert_eq!(consent_state(&[withdrawn], &wij, Purpose::CareCoordination, now), ConsentState::Withdrawn);
-        let other_role = consent(vec![Purpose::CareCoordination], vec![Role::Ggd], later, None);
-        assert_eq!(consent_state(&[other_role], &wij, Purpose::CareCoordination, now), ConsentState::None);
-        assert_eq!(consent_state(&[], &wij, Purpose::CareCoordination, now), ConsentState::None);
+        let valid = consent(
+            vec![Purpose::CareCoordination],
+            vec![Role::Wij],
+            later,
+            None,
+        );
+        assert_eq!(
+            consent_state(
+                std::slice::from_ref(&valid),
+                &wij,
+                Purpose::CareCoordination,
+                now
+            ),
+            ConsentState::Valid {
+                consent_id: "c1".into()
+            }
+        );
+        assert_eq!(
+            consent_state(
+                std::slice::from_ref(&valid),
+                &wij,
+                Purpose::CaseCoordination,
+                now
+            ),
+            ConsentState::WrongPurpose
+        );
+        let expired = consent(
+            vec![Purpose::CareCoordination],
+            vec![Role::Wij],
+            earlier,
+            None,
+        );
+        assert_eq!(
+            consent_state(&[expired], &wij, Purpose::CareCoordination, now),
+            ConsentState::Expired
+        );
+        let withdrawn = consent(
+            vec![Purpose::CareCoordination],
+            vec![Role::Wij],
+            later,
+            Some(earlier),
+        );
+        assert_eq!(
+            consent_state(&[withdrawn], &wij, Purpose::CareCoordination, now),
+            ConsentState::Withdrawn
+        );
+        let other_role = consent(
+            vec![Purpose::CareCoordination],
+            vec![Role::Ggd],
+            later,
+            None,
+        );
+        assert_eq!(
+            consent_state(&[other_role], &wij, Purpose::CareCoordination, now),
+            ConsentState::None
+        );
+        assert_eq!(
+            consent_state(&[], &wij, Purpose::CareCoordination, now),
+            ConsentState::None
+        );
     }
 }

@@ -42,7 +42,10 @@ impl Proposal {
     /// receiver for a hand-over.
     pub fn awaiting(&self, involved: &BTreeSet<Oin>) -> BTreeSet<Oin> {
         if self.is_hand_over {
-            return [self.proposed.clone()].into_iter().filter(|o| !self.accepted_by.contains(o)).collect();
+            return [self.proposed.clone()]
+                .into_iter()
+                .filter(|o| !self.accepted_by.contains(o))
+                .collect();
         }
         involved
             .iter()
@@ -54,10 +57,26 @@ impl Proposal {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Propose { by: Oin, coordinator: Oin, contact: Option<ContactPoint>, proposal_id: String },
-    Respond { by: Oin, proposal_id: String, accept: bool, contact: Option<ContactPoint> },
-    HandOver { by: Oin, to: Oin, proposal_id: String },
-    StepDown { by: Oin },
+    Propose {
+        by: Oin,
+        coordinator: Oin,
+        contact: Option<ContactPoint>,
+        proposal_id: String,
+    },
+    Respond {
+        by: Oin,
+        proposal_id: String,
+        accept: bool,
+        contact: Option<ContactPoint>,
+    },
+    HandOver {
+        by: Oin,
+        to: Oin,
+        proposal_id: String,
+    },
+    StepDown {
+        by: Oin,
+    },
 }
 
 /// What happened, for notifications to the involved agencies (fixed codes, no free text).
@@ -120,7 +139,12 @@ pub fn apply(
 ) -> Result<(CoordinationState, Event), CoordinationError> {
     let mut next = reconcile(state, involved).0;
     match command {
-        Command::Propose { by, coordinator, contact, proposal_id } => {
+        Command::Propose {
+            by,
+            coordinator,
+            contact,
+            proposal_id,
+        } => {
             if involved.len() < 2 {
                 return Err(CoordinationError::NoMatch);
             }
@@ -150,8 +174,14 @@ pub fn apply(
             });
             Ok((next, Event::Proposed))
         }
-        Command::Respond { by, proposal_id, accept, contact } => {
-            let Some(mut proposal) = next.open_proposal.clone().filter(|p| p.id == proposal_id) else {
+        Command::Respond {
+            by,
+            proposal_id,
+            accept,
+            contact,
+        } => {
+            let Some(mut proposal) = next.open_proposal.clone().filter(|p| p.id == proposal_id)
+            else {
                 return Err(CoordinationError::NoSuchProposal);
             };
             if !involved.contains(&by) {
@@ -170,7 +200,9 @@ pub fn apply(
             if by == proposal.proposed {
                 match contact {
                     Some(c) => proposal.contact = Some(c),
-                    None if proposal.contact.is_none() => return Err(CoordinationError::ContactRequired),
+                    None if proposal.contact.is_none() => {
+                        return Err(CoordinationError::ContactRequired)
+                    }
                     None => {}
                 }
             }
@@ -179,15 +211,27 @@ pub fn apply(
                 let Some(contact) = proposal.contact.clone() else {
                     return Err(CoordinationError::ContactRequired);
                 };
-                next.coordinator = Some(Coordinator { agency: proposal.proposed.clone(), contact, since: now });
+                next.coordinator = Some(Coordinator {
+                    agency: proposal.proposed.clone(),
+                    contact,
+                    since: now,
+                });
                 next.open_proposal = None;
-                let event = if proposal.is_hand_over { Event::HandedOver } else { Event::Accepted };
+                let event = if proposal.is_hand_over {
+                    Event::HandedOver
+                } else {
+                    Event::Accepted
+                };
                 return Ok((next, event));
             }
             next.open_proposal = Some(proposal);
             Ok((next, Event::Proposed))
         }
-        Command::HandOver { by, to, proposal_id } => {
+        Command::HandOver {
+            by,
+            to,
+            proposal_id,
+        } => {
             let Some(current) = &next.coordinator else {
                 return Err(CoordinationError::NoCoordinator);
             };
@@ -226,10 +270,17 @@ pub fn apply(
 
 /// Brings a stored state in line with who is involved now: a coordinator whose involvement ended
 /// lapses, and a proposal involving an agency that left is dropped.
-pub fn reconcile(state: &CoordinationState, involved: &BTreeSet<Oin>) -> (CoordinationState, Option<Event>) {
+pub fn reconcile(
+    state: &CoordinationState,
+    involved: &BTreeSet<Oin>,
+) -> (CoordinationState, Option<Event>) {
     let mut next = state.clone();
     let mut event = None;
-    if next.coordinator.as_ref().is_some_and(|c| !involved.contains(&c.agency)) {
+    if next
+        .coordinator
+        .as_ref()
+        .is_some_and(|c| !involved.contains(&c.agency))
+    {
         next.coordinator = None;
         event = Some(Event::Lapsed);
     }
@@ -264,7 +315,11 @@ pub fn reminder_due(
     if has_coordinator {
         return false;
     }
-    let wait = if safety_signal { rule.after_with_safety_signal } else { rule.after };
+    let wait = if safety_signal {
+        rule.after_with_safety_signal
+    } else {
+        rule.after
+    };
     let since = last_reminder.unwrap_or(match_since);
     now - since >= wait
 }
@@ -278,7 +333,11 @@ mod tests {
         Oin::parse(&format!("000000990000000000{n:02}")).unwrap()
     }
     fn contact() -> Option<ContactPoint> {
-        Some(ContactPoint { team: "Team".into(), phone: "050 123 4567".into(), email: None })
+        Some(ContactPoint {
+            team: "Team".into(),
+            phone: "050 123 4567".into(),
+            email: None,
+        })
     }
     const NOW: OffsetDateTime = datetime!(2026-03-01 9:00 UTC);
 
@@ -286,24 +345,136 @@ mod tests {
     fn propose_accept_hand_over_step_down() {
         let involved: BTreeSet<Oin> = [oin(1), oin(2), oin(3)].into();
         let s0 = CoordinationState::default();
-        let (s1, e) = apply(&s0, &involved, Command::Propose { by: oin(1), coordinator: oin(2), contact: None, proposal_id: "p1".into() }, NOW).unwrap();
+        let (s1, e) = apply(
+            &s0,
+            &involved,
+            Command::Propose {
+                by: oin(1),
+                coordinator: oin(2),
+                contact: None,
+                proposal_id: "p1".into(),
+            },
+            NOW,
+        )
+        .unwrap();
         assert_eq!(e, Event::Proposed);
-        assert_eq!(s1.open_proposal.as_ref().unwrap().awaiting(&involved), [oin(2), oin(3)].into());
+        assert_eq!(
+            s1.open_proposal.as_ref().unwrap().awaiting(&involved),
+            [oin(2), oin(3)].into()
+        );
         // The proposed agency must give its contact point when it accepts.
-        assert_eq!(apply(&s1, &involved, Command::Respond { by: oin(2), proposal_id: "p1".into(), accept: true, contact: None }, NOW).unwrap_err(), CoordinationError::ContactRequired);
-        let (s2, e) = apply(&s1, &involved, Command::Respond { by: oin(2), proposal_id: "p1".into(), accept: true, contact: contact() }, NOW).unwrap();
+        assert_eq!(
+            apply(
+                &s1,
+                &involved,
+                Command::Respond {
+                    by: oin(2),
+                    proposal_id: "p1".into(),
+                    accept: true,
+                    contact: None
+                },
+                NOW
+            )
+            .unwrap_err(),
+            CoordinationError::ContactRequired
+        );
+        let (s2, e) = apply(
+            &s1,
+            &involved,
+            Command::Respond {
+                by: oin(2),
+                proposal_id: "p1".into(),
+                accept: true,
+                contact: contact(),
+            },
+            NOW,
+        )
+        .unwrap();
         assert_eq!(e, Event::Proposed);
         assert!(s2.coordinator.is_none());
-        let (s3, e) = apply(&s2, &involved, Command::Respond { by: oin(3), proposal_id: "p1".into(), accept: true, contact: None }, NOW).unwrap();
+        let (s3, e) = apply(
+            &s2,
+            &involved,
+            Command::Respond {
+                by: oin(3),
+                proposal_id: "p1".into(),
+                accept: true,
+                contact: None,
+            },
+            NOW,
+        )
+        .unwrap();
         assert_eq!(e, Event::Accepted);
         assert_eq!(s3.coordinator.as_ref().unwrap().agency, oin(2));
         // A second proposal while a coordinator is in place is refused.
-        assert_eq!(apply(&s3, &involved, Command::Propose { by: oin(3), coordinator: oin(3), contact: contact(), proposal_id: "p2".into() }, NOW).unwrap_err(), CoordinationError::CoordinatorInPlace);
+        assert_eq!(
+            apply(
+                &s3,
+                &involved,
+                Command::Propose {
+                    by: oin(3),
+                    coordinator: oin(3),
+                    contact: contact(),
+                    proposal_id: "p2".into()
+                },
+                NOW
+            )
+            .unwrap_err(),
+            CoordinationError::CoordinatorInPlace
+        );
         // Only the coordinator hands over; the receiver alone accepts.
-        assert_eq!(apply(&s3, &involved, Command::HandOver { by: oin(1), to: oin(3), proposal_id: "h1".into() }, NOW).unwrap_err(), CoordinationError::NotCoordinator);
-        let (s4, _) = apply(&s3, &involved, Command::HandOver { by: oin(2), to: oin(3), proposal_id: "h1".into() }, NOW).unwrap();
-        assert_eq!(apply(&s4, &involved, Command::Respond { by: oin(1), proposal_id: "h1".into(), accept: true, contact: None }, NOW).unwrap_err(), CoordinationError::NotAsked);
-        let (s5, e) = apply(&s4, &involved, Command::Respond { by: oin(3), proposal_id: "h1".into(), accept: true, contact: contact() }, NOW).unwrap();
+        assert_eq!(
+            apply(
+                &s3,
+                &involved,
+                Command::HandOver {
+                    by: oin(1),
+                    to: oin(3),
+                    proposal_id: "h1".into()
+                },
+                NOW
+            )
+            .unwrap_err(),
+            CoordinationError::NotCoordinator
+        );
+        let (s4, _) = apply(
+            &s3,
+            &involved,
+            Command::HandOver {
+                by: oin(2),
+                to: oin(3),
+                proposal_id: "h1".into(),
+            },
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            apply(
+                &s4,
+                &involved,
+                Command::Respond {
+                    by: oin(1),
+                    proposal_id: "h1".into(),
+                    accept: true,
+                    contact: None
+                },
+                NOW
+            )
+            .unwrap_err(),
+            CoordinationError::NotAsked
+        );
+        let (s5, e) = apply(
+            &s4,
+            &involved,
+            Command::Respond {
+                by: oin(3),
+                proposal_id: "h1".into(),
+                accept: true,
+                contact: contact(),
+            },
+            NOW,
+        )
+        .unwrap();
         assert_eq!(e, Event::HandedOver);
         assert_eq!(s5.coordinator.as_ref().unwrap().agency, oin(3));
         let (s6, e) = apply(&s5, &involved, Command::StepDown { by: oin(3) }, NOW).unwrap();
@@ -314,31 +485,144 @@ mod tests {
     #[test]
     fn decline_conflict_and_lapse() {
         let involved: BTreeSet<Oin> = [oin(1), oin(2)].into();
-        let (s1, _) = apply(&CoordinationState::default(), &involved, Command::Propose { by: oin(1), coordinator: oin(1), contact: contact(), proposal_id: "p1".into() }, NOW).unwrap();
+        let (s1, _) = apply(
+            &CoordinationState::default(),
+            &involved,
+            Command::Propose {
+                by: oin(1),
+                coordinator: oin(1),
+                contact: contact(),
+                proposal_id: "p1".into(),
+            },
+            NOW,
+        )
+        .unwrap();
         // A conflicting proposal waits until the open one is answered.
-        assert_eq!(apply(&s1, &involved, Command::Propose { by: oin(2), coordinator: oin(2), contact: contact(), proposal_id: "p2".into() }, NOW).unwrap_err(), CoordinationError::ProposalOpen);
-        assert_eq!(apply(&s1, &involved, Command::Respond { by: oin(1), proposal_id: "p1".into(), accept: true, contact: None }, NOW).unwrap_err(), CoordinationError::OwnProposal);
-        let (s2, e) = apply(&s1, &involved, Command::Respond { by: oin(2), proposal_id: "p1".into(), accept: false, contact: None }, NOW).unwrap();
+        assert_eq!(
+            apply(
+                &s1,
+                &involved,
+                Command::Propose {
+                    by: oin(2),
+                    coordinator: oin(2),
+                    contact: contact(),
+                    proposal_id: "p2".into()
+                },
+                NOW
+            )
+            .unwrap_err(),
+            CoordinationError::ProposalOpen
+        );
+        assert_eq!(
+            apply(
+                &s1,
+                &involved,
+                Command::Respond {
+                    by: oin(1),
+                    proposal_id: "p1".into(),
+                    accept: true,
+                    contact: None
+                },
+                NOW
+            )
+            .unwrap_err(),
+            CoordinationError::OwnProposal
+        );
+        let (s2, e) = apply(
+            &s1,
+            &involved,
+            Command::Respond {
+                by: oin(2),
+                proposal_id: "p1".into(),
+                accept: false,
+                contact: None,
+            },
+            NOW,
+        )
+        .unwrap();
         assert_eq!(e, Event::Declined);
         assert!(s2.open_proposal.is_none());
-        let (s3, e) = apply(&s1, &involved, Command::Respond { by: oin(2), proposal_id: "p1".into(), accept: true, contact: None }, NOW).unwrap();
+        let (s3, e) = apply(
+            &s1,
+            &involved,
+            Command::Respond {
+                by: oin(2),
+                proposal_id: "p1".into(),
+                accept: true,
+                contact: None,
+            },
+            NOW,
+        )
+        .unwrap();
         assert_eq!(e, Event::Accepted);
         // The coordinator's signal expires: it is no longer involved, and the coordination lapses.
         let (s4, e) = reconcile(&s3, &[oin(2)].into());
         assert_eq!(e, Some(Event::Lapsed));
         assert!(s4.coordinator.is_none());
         // No match, no coordination.
-        assert_eq!(apply(&CoordinationState::default(), &[oin(1)].into(), Command::Propose { by: oin(1), coordinator: oin(1), contact: contact(), proposal_id: "x".into() }, NOW).unwrap_err(), CoordinationError::NoMatch);
+        assert_eq!(
+            apply(
+                &CoordinationState::default(),
+                &[oin(1)].into(),
+                Command::Propose {
+                    by: oin(1),
+                    coordinator: oin(1),
+                    contact: contact(),
+                    proposal_id: "x".into()
+                },
+                NOW
+            )
+            .unwrap_err(),
+            CoordinationError::NoMatch
+        );
     }
 
     #[test]
     fn reminders() {
-        let rule = ReminderRule { after: Duration::days(28), after_with_safety_signal: Duration::days(7) };
+        let rule = ReminderRule {
+            after: Duration::days(28),
+            after_with_safety_signal: Duration::days(7),
+        };
         let since = NOW;
-        assert!(!reminder_due(rule, since, false, false, None, NOW + Duration::days(27)));
-        assert!(reminder_due(rule, since, false, false, None, NOW + Duration::days(28)));
-        assert!(reminder_due(rule, since, false, true, None, NOW + Duration::days(7)));
-        assert!(!reminder_due(rule, since, true, true, None, NOW + Duration::days(70)));
-        assert!(!reminder_due(rule, since, false, false, Some(NOW + Duration::days(28)), NOW + Duration::days(40)));
+        assert!(!reminder_due(
+            rule,
+            since,
+            false,
+            false,
+            None,
+            NOW + Duration::days(27)
+        ));
+        assert!(reminder_due(
+            rule,
+            since,
+            false,
+            false,
+            None,
+            NOW + Duration::days(28)
+        ));
+        assert!(reminder_due(
+            rule,
+            since,
+            false,
+            true,
+            None,
+            NOW + Duration::days(7)
+        ));
+        assert!(!reminder_due(
+            rule,
+            since,
+            true,
+            true,
+            None,
+            NOW + Duration::days(70)
+        ));
+        assert!(!reminder_due(
+            rule,
+            since,
+            false,
+            false,
+            Some(NOW + Duration::days(28)),
+            NOW + Duration::days(40)
+        ));
     }
 }

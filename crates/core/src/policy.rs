@@ -107,42 +107,216 @@ const NO_PURPOSE: &[Purpose] = &[];
 /// decides. No row: denied.
 pub const POLICY_TABLE: &[Rule] = &[
     // Own signals: registering, withdrawing and listing discloses nothing about others.
-    Rule { name: "OWN_SIGNAL", action: RegisterSignal, roles: CARE, purposes: NO_PURPOSE, needs: Needs::RoleOnly },
-    Rule { name: "OWN_SIGNAL", action: WithdrawSignal, roles: CARE, purposes: NO_PURPOSE, needs: Needs::RoleOnly },
-    Rule { name: "OWN_SIGNAL", action: ListSignals, roles: CARE, purposes: NO_PURPOSE, needs: Needs::RoleOnly },
+    Rule {
+        name: "OWN_SIGNAL",
+        action: RegisterSignal,
+        roles: CARE,
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    Rule {
+        name: "OWN_SIGNAL",
+        action: WithdrawSignal,
+        roles: CARE,
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    Rule {
+        name: "OWN_SIGNAL",
+        action: ListSignals,
+        roles: CARE,
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
     // Households come from the municipality (BRP), the authoritative source.
-    Rule { name: "HOUSEHOLD_SOURCE", action: DeclareHousehold, roles: &[Gemeente], purposes: NO_PURPOSE, needs: Needs::RoleOnly },
-    Rule { name: "HOUSEHOLD_SOURCE", action: DissolveHousehold, roles: &[Gemeente], purposes: NO_PURPOSE, needs: Needs::RoleOnly },
+    Rule {
+        name: "HOUSEHOLD_SOURCE",
+        action: DeclareHousehold,
+        roles: &[Gemeente],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    Rule {
+        name: "HOUSEHOLD_SOURCE",
+        action: DissolveHousehold,
+        roles: &[Gemeente],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
     // Consent is recorded and withdrawn by agencies that work with the family.
-    Rule { name: "INVOLVED_RECORDS_CONSENT", action: RecordConsent, roles: CARE, purposes: NO_PURPOSE, needs: Needs::Involvement },
-    Rule { name: "INVOLVED_WITHDRAWS_CONSENT", action: WithdrawConsent, roles: CARE, purposes: NO_PURPOSE, needs: Needs::Involvement },
-    Rule { name: "INVOLVED_LISTS_CONSENT", action: ListConsents, roles: CARE, purposes: NO_PURPOSE, needs: Needs::RoleOnly },
+    Rule {
+        name: "INVOLVED_RECORDS_CONSENT",
+        action: RecordConsent,
+        roles: CARE,
+        purposes: NO_PURPOSE,
+        needs: Needs::Involvement,
+    },
+    Rule {
+        name: "INVOLVED_WITHDRAWS_CONSENT",
+        action: WithdrawConsent,
+        roles: CARE,
+        purposes: NO_PURPOSE,
+        needs: Needs::Involvement,
+    },
+    Rule {
+        name: "INVOLVED_LISTS_CONSENT",
+        action: ListConsents,
+        roles: CARE,
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
     // Learning about other agencies' involvement: consent for a sharing purpose ...
-    Rule { name: "CONSENT_SHARING", action: QueryInvolvement, roles: CARE, purposes: SHARING, needs: Needs::Consent },
-    Rule { name: "CONSENT_SHARING", action: ReceiveNotifications, roles: CARE, purposes: SHARING, needs: Needs::Consent },
+    Rule {
+        name: "CONSENT_SHARING",
+        action: QueryInvolvement,
+        roles: CARE,
+        purposes: SHARING,
+        needs: Needs::Consent,
+    },
+    Rule {
+        name: "CONSENT_SHARING",
+        action: ReceiveNotifications,
+        roles: CARE,
+        purposes: SHARING,
+        needs: Needs::Consent,
+    },
     // ... or, for a child's safety, consent or the safety basis.
-    Rule { name: "CHILD_SAFETY", action: QueryInvolvement, roles: SAFETY_ROLES, purposes: &[ChildSafety], needs: Needs::ConsentOrSafetyBasis },
-    Rule { name: "CHILD_SAFETY", action: ReceiveNotifications, roles: SAFETY_ROLES, purposes: &[ChildSafety], needs: Needs::ConsentOrSafetyBasis },
+    Rule {
+        name: "CHILD_SAFETY",
+        action: QueryInvolvement,
+        roles: SAFETY_ROLES,
+        purposes: &[ChildSafety],
+        needs: Needs::ConsentOrSafetyBasis,
+    },
+    Rule {
+        name: "CHILD_SAFETY",
+        action: ReceiveNotifications,
+        roles: SAFETY_ROLES,
+        purposes: &[ChildSafety],
+        needs: Needs::ConsentOrSafetyBasis,
+    },
     // Case coordination (casusregie): involved agencies, with consent for case coordination, or
     // Veilig Thuis and meldcode professionals on the safety basis.
-    Rule { name: "CASE_COORDINATION", action: ProposeCoordinator, roles: CARE, purposes: &[CaseCoordination], needs: Needs::Consent },
-    Rule { name: "CASE_COORDINATION", action: RespondToProposal, roles: CARE, purposes: &[CaseCoordination], needs: Needs::Consent },
-    Rule { name: "CASE_COORDINATION", action: HandOver, roles: CARE, purposes: &[CaseCoordination], needs: Needs::Consent },
-    Rule { name: "CASE_COORDINATION", action: StepDown, roles: CARE, purposes: &[CaseCoordination, ChildSafety], needs: Needs::Involvement },
-    Rule { name: "CASE_COORDINATION", action: GetCoordination, roles: CARE, purposes: &[CaseCoordination], needs: Needs::Consent },
-    Rule { name: "CASE_COORDINATION", action: GetHistory, roles: CARE, purposes: &[CaseCoordination], needs: Needs::Consent },
-    Rule { name: "CASE_COORDINATION", action: GetChronicity, roles: CARE, purposes: &[CaseCoordination], needs: Needs::Consent },
-    Rule { name: "CHILD_SAFETY", action: ProposeCoordinator, roles: SAFETY_ROLES, purposes: &[ChildSafety], needs: Needs::ConsentOrSafetyBasis },
-    Rule { name: "CHILD_SAFETY", action: RespondToProposal, roles: SAFETY_ROLES, purposes: &[ChildSafety], needs: Needs::ConsentOrSafetyBasis },
-    Rule { name: "CHILD_SAFETY", action: GetCoordination, roles: SAFETY_ROLES, purposes: &[ChildSafety], needs: Needs::ConsentOrSafetyBasis },
-    Rule { name: "CHILD_SAFETY", action: GetHistory, roles: &[VeiligThuis], purposes: &[ChildSafety], needs: Needs::ConsentOrSafetyBasis },
-    Rule { name: "CHILD_SAFETY", action: GetChronicity, roles: &[VeiligThuis], purposes: &[ChildSafety], needs: Needs::ConsentOrSafetyBasis },
+    Rule {
+        name: "CASE_COORDINATION",
+        action: ProposeCoordinator,
+        roles: CARE,
+        purposes: &[CaseCoordination],
+        needs: Needs::Consent,
+    },
+    Rule {
+        name: "CASE_COORDINATION",
+        action: RespondToProposal,
+        roles: CARE,
+        purposes: &[CaseCoordination],
+        needs: Needs::Consent,
+    },
+    Rule {
+        name: "CASE_COORDINATION",
+        action: HandOver,
+        roles: CARE,
+        purposes: &[CaseCoordination],
+        needs: Needs::Consent,
+    },
+    Rule {
+        name: "CASE_COORDINATION",
+        action: StepDown,
+        roles: CARE,
+        purposes: &[CaseCoordination, ChildSafety],
+        needs: Needs::Involvement,
+    },
+    Rule {
+        name: "CASE_COORDINATION",
+        action: GetCoordination,
+        roles: CARE,
+        purposes: &[CaseCoordination],
+        needs: Needs::Consent,
+    },
+    Rule {
+        name: "CASE_COORDINATION",
+        action: GetHistory,
+        roles: CARE,
+        purposes: &[CaseCoordination],
+        needs: Needs::Consent,
+    },
+    Rule {
+        name: "CASE_COORDINATION",
+        action: GetChronicity,
+        roles: CARE,
+        purposes: &[CaseCoordination],
+        needs: Needs::Consent,
+    },
+    Rule {
+        name: "CHILD_SAFETY",
+        action: ProposeCoordinator,
+        roles: SAFETY_ROLES,
+        purposes: &[ChildSafety],
+        needs: Needs::ConsentOrSafetyBasis,
+    },
+    Rule {
+        name: "CHILD_SAFETY",
+        action: RespondToProposal,
+        roles: SAFETY_ROLES,
+        purposes: &[ChildSafety],
+        needs: Needs::ConsentOrSafetyBasis,
+    },
+    Rule {
+        name: "CHILD_SAFETY",
+        action: GetCoordination,
+        roles: SAFETY_ROLES,
+        purposes: &[ChildSafety],
+        needs: Needs::ConsentOrSafetyBasis,
+    },
+    Rule {
+        name: "CHILD_SAFETY",
+        action: GetHistory,
+        roles: &[VeiligThuis],
+        purposes: &[ChildSafety],
+        needs: Needs::ConsentOrSafetyBasis,
+    },
+    Rule {
+        name: "CHILD_SAFETY",
+        action: GetChronicity,
+        roles: &[VeiligThuis],
+        purposes: &[ChildSafety],
+        needs: Needs::ConsentOrSafetyBasis,
+    },
     // Supervision: auditors read the access log and nothing else.
-    Rule { name: "SUPERVISION", action: QueryAccessLog, roles: &[Auditor], purposes: NO_PURPOSE, needs: Needs::RoleOnly },
-    Rule { name: "SUPERVISION", action: ExportAccessLog, roles: &[Auditor], purposes: NO_PURPOSE, needs: Needs::RoleOnly },
-    Rule { name: "SUPERVISION", action: ReadCheckpoints, roles: &[Auditor], purposes: NO_PURPOSE, needs: Needs::RoleOnly },
-    Rule { name: "SUPERVISION", action: WatchAlerts, roles: &[Auditor], purposes: NO_PURPOSE, needs: Needs::RoleOnly },
-    Rule { name: "SUPERVISION", action: CitizenReport, roles: &[Auditor], purposes: NO_PURPOSE, needs: Needs::RoleOnly },
+    Rule {
+        name: "SUPERVISION",
+        action: QueryAccessLog,
+        roles: &[Auditor],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    Rule {
+        name: "SUPERVISION",
+        action: ExportAccessLog,
+        roles: &[Auditor],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    Rule {
+        name: "SUPERVISION",
+        action: ReadCheckpoints,
+        roles: &[Auditor],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    Rule {
+        name: "SUPERVISION",
+        action: WatchAlerts,
+        roles: &[Auditor],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    Rule {
+        name: "SUPERVISION",
+        action: CitizenReport,
+        roles: &[Auditor],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
 ];
 
 /// What the caller asks, with the facts the table needs. Built by the server from verified
@@ -243,7 +417,11 @@ pub fn decide(req: &PolicyRequest<'_>) -> Decision {
 
 /// The row that governs a role's action for a purpose, before any per-person fact is known. Streams
 /// use this to refuse at once what no notification could ever pass.
-pub fn rule_for(role: Role, action: Action, purpose: Option<Purpose>) -> Result<&'static Rule, DenyReason> {
+pub fn rule_for(
+    role: Role,
+    action: Action,
+    purpose: Option<Purpose>,
+) -> Result<&'static Rule, DenyReason> {
     let mut for_role = POLICY_TABLE
         .iter()
         .filter(|r| r.action == action && r.roles.contains(&role))
@@ -261,19 +439,27 @@ pub fn rule_for(role: Role, action: Action, purpose: Option<Purpose>) -> Result<
 
 /// The table as Markdown, for POLICY.md and `signaalpoort policy`.
 pub fn policy_table_markdown() -> String {
-    let mut out = String::from("| # | action | roles | purposes | needs | rule |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| # | action | roles | purposes | needs | rule |\n|---|---|---|---|---|---|\n",
+    );
     for (i, r) in POLICY_TABLE.iter().enumerate() {
         let roles: Vec<_> = r.roles.iter().map(|r| r.code()).collect();
         let purposes = if r.purposes.is_empty() {
             "(none)".to_owned()
         } else {
-            r.purposes.iter().map(|p| p.code()).collect::<Vec<_>>().join(", ")
+            r.purposes
+                .iter()
+                .map(|p| p.code())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let needs = match r.needs {
             Needs::RoleOnly => "role only",
             Needs::Involvement => "own active signal",
             Needs::Consent => "own active signal + valid consent",
-            Needs::ConsentOrSafetyBasis => "own active signal + valid consent, or safety basis with justification",
+            Needs::ConsentOrSafetyBasis => {
+                "own active signal + valid consent, or safety basis with justification"
+            }
         };
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",

@@ -30,7 +30,9 @@ pub fn signal_expiry(
         let turns_23 = birthday(born, 23);
         let end = turns_23.midnight().assume_utc();
         if end <= now {
-            return Err(InvalidValue("the person is 23 or older: signals are on young people up to 23"));
+            return Err(InvalidValue(
+                "the person is 23 or older: signals are on young people up to 23",
+            ));
         }
         expiry = expiry.min(end);
     }
@@ -77,8 +79,20 @@ mod tests {
         let now = datetime!(2026-01-10 12:00 UTC);
         let e = signal_expiry(now, None, Duration::days(365), None).unwrap();
         assert_eq!(e, datetime!(2027-01-10 12:00 UTC));
-        assert!(signal_expiry(now, Some(now + Duration::days(731)), Duration::days(365), None).is_err());
-        assert!(signal_expiry(now, Some(now - Duration::seconds(1)), Duration::days(365), None).is_err());
+        assert!(signal_expiry(
+            now,
+            Some(now + Duration::days(731)),
+            Duration::days(365),
+            None
+        )
+        .is_err());
+        assert!(signal_expiry(
+            now,
+            Some(now - Duration::seconds(1)),
+            Duration::days(365),
+            None
+        )
+        .is_err());
         // A default longer than two years is capped, not an error.
         let e = signal_expiry(now, None, Duration::days(5000), None).unwrap();
         assert_eq!(e, now + MAX_SIGNAL_LIFETIME);
@@ -89,7 +103,9 @@ mod tests {
         let now = datetime!(2026-01-10 12:00 UTC);
         let e = signal_expiry(now, None, Duration::days(730), Some(date!(2003 - 06 - 01))).unwrap();
         assert_eq!(e, datetime!(2026-06-01 0:00 UTC));
-        assert!(signal_expiry(now, None, Duration::days(730), Some(date!(2002 - 06 - 01))).is_err());
+        assert!(
+            signal_expiry(now, None, Duration::days(730), Some(date!(2002 - 06 - 01))).is_err()
+        );
     }
 
     #[test]

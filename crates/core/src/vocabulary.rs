@@ -106,16 +106,30 @@ impl DenyReason {
     /// A sentence a developer at an agency can act on.
     pub fn explanation(self) -> &'static str {
         match self {
-            DenyReason::UnknownAgency => "the client certificate's OIN is not in the gateway's agency registry",
+            DenyReason::UnknownAgency => {
+                "the client certificate's OIN is not in the gateway's agency registry"
+            }
             DenyReason::RoleNotPermitted => "the agency's role may not perform this action",
             DenyReason::PurposeNotAllowed => "this action is not allowed for the given purpose",
-            DenyReason::NotInvolved => "the agency has no active signal on this person or household",
-            DenyReason::ConsentMissing => "no consent covers this exchange for this purpose, and no safety basis was invoked",
-            DenyReason::ConsentExpired => "the consent covering this exchange has expired; record a renewed consent",
+            DenyReason::NotInvolved => {
+                "the agency has no active signal on this person or household"
+            }
+            DenyReason::ConsentMissing => {
+                "no consent covers this exchange for this purpose, and no safety basis was invoked"
+            }
+            DenyReason::ConsentExpired => {
+                "the consent covering this exchange has expired; record a renewed consent"
+            }
             DenyReason::ConsentWithdrawn => "the consent covering this exchange was withdrawn",
-            DenyReason::ConsentWrongPurpose => "a consent exists, but it does not cover this purpose",
-            DenyReason::JustificationRequired => "acting on the safety basis needs a written justification of 20 to 1000 characters",
-            DenyReason::AgeRuleNotMet => "the consent does not satisfy the Dutch age rules (Jeugdwet 7.3.5)",
+            DenyReason::ConsentWrongPurpose => {
+                "a consent exists, but it does not cover this purpose"
+            }
+            DenyReason::JustificationRequired => {
+                "acting on the safety basis needs a written justification of 20 to 1000 characters"
+            }
+            DenyReason::AgeRuleNotMet => {
+                "the consent does not satisfy the Dutch age rules (Jeugdwet 7.3.5)"
+            }
             DenyReason::CertificateRevoked => "the client certificate has been revoked",
             DenyReason::NotCoordinator => "only the coordinator or the agency asked may do this",
         }
@@ -182,7 +196,10 @@ fn bounded_token(
     if s.is_empty() || s.len() > max {
         return Err(InvalidValue(what));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b)) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    {
         return Err(InvalidValue(what));
     }
     Ok(s.to_owned())
@@ -284,9 +301,9 @@ impl ContactPoint {
             None
         } else {
             let ok = email.len() <= 254
-                && email.split_once('@').is_some_and(|(l, d)| {
-                    !l.is_empty() && d.contains('.') && !d.starts_with('.')
-                })
+                && email
+                    .split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
                 && !email.chars().any(|c| c.is_whitespace() || c.is_control());
             if !ok {
                 problems.push(ContactError {
@@ -383,8 +400,10 @@ mod tests {
         assert!(Justification::parse_optional("").unwrap().is_none());
         assert!(Justification::parse_optional("too short").is_err());
         assert!(Justification::parse_optional(&"x".repeat(1001)).is_err());
-        assert!(Justification::parse_optional("Kind meldt geweld door vader, acuut gevaar")
-            .unwrap()
-            .is_some());
+        assert!(
+            Justification::parse_optional("Kind meldt geweld door vader, acuut gevaar")
+                .unwrap()
+                .is_some()
+        );
     }
 }

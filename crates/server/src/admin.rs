@@ -38,20 +38,31 @@ pub fn spawn(listener: TcpListener, gw: Arc<Gateway>) -> tokio::task::JoinHandle
     })
 }
 
-async fn respond(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body, content_type) = match req.uri().path() {
         // Liveness checks nothing external: a database outage must not restart every replica.
         "/livez" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
         "/readyz" => match readiness(&gw).await {
             Ok(()) => (StatusCode::OK, "ready\n".to_owned(), "text/plain"),
-            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"), "text/plain"),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+                "text/plain",
+            ),
         },
         "/metrics" => (
             StatusCode::OK,
             gw.metrics.render(gw.now().unix_timestamp()),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned(), "text/plain"),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n".to_owned(),
+            "text/plain",
+        ),
     };
     Ok(Response::builder()
         .status(status)

@@ -47,7 +47,10 @@ impl Call {
         let (trace_id, span_id) = trace_ids(meta);
         let draft = RecordDraft {
             time: gw.clock.now(),
-            agency_oin: peer.as_ref().and_then(|p| p.oin.clone()).unwrap_or_default(),
+            agency_oin: peer
+                .as_ref()
+                .and_then(|p| p.oin.clone())
+                .unwrap_or_default(),
             role: None,
             actor_id: meta
                 .get(ACTOR_HEADER)
@@ -64,7 +67,10 @@ impl Call {
             reason: String::new(),
             status_code: 0,
             request_id: String::new(),
-            cert_fingerprint: peer.as_ref().map(|p| p.fingerprint_hex()).unwrap_or_default(),
+            cert_fingerprint: peer
+                .as_ref()
+                .map(|p| p.fingerprint_hex())
+                .unwrap_or_default(),
             justification: String::new(),
             flagged_for_review: false,
             trace_id,
@@ -73,7 +79,10 @@ impl Call {
         };
         Call {
             gw,
-            state: Arc::new(Mutex::new(CallState { draft, logged: false })),
+            state: Arc::new(Mutex::new(CallState {
+                draft,
+                logged: false,
+            })),
             action,
             cert_serial: peer.map(|p| p.serial_hex.clone()),
         }
@@ -89,7 +98,9 @@ impl Call {
     fn identify(&self, meta: &MetadataMap) -> Result<Caller, ApiError> {
         if let (Some(serial), Some(tls)) = (&self.cert_serial, &self.gw.tls) {
             if tls.is_revoked(serial) {
-                return Err(ApiError::denied(signaalpoort_core::DenyReason::CertificateRevoked));
+                return Err(ApiError::denied(
+                    signaalpoort_core::DenyReason::CertificateRevoked,
+                ));
             }
         }
         let oin = self.with_draft(|d| d.agency_oin.clone());
@@ -173,7 +184,9 @@ impl Call {
                     d.decision = DecisionCode::Allow;
                     d.flagged_for_review = permit.flagged_for_review();
                     if permit.basis() == Basis::Safety {
-                        d.justification = justification.map(|j| j.as_str().to_owned()).unwrap_or_default();
+                        d.justification = justification
+                            .map(|j| j.as_str().to_owned())
+                            .unwrap_or_default();
                     }
                     if let Some(c) = permit.consent_id() {
                         if d.object_id.is_empty() {
@@ -194,7 +207,12 @@ impl Call {
     }
 
     /// Applies a state change together with this call's record, and waits for the commit.
-    pub async fn execute(&self, caller: &Caller, mutation: Mutation, request_id: Option<&str>) -> Result<Effect, ApiError> {
+    pub async fn execute(
+        &self,
+        caller: &Caller,
+        mutation: Mutation,
+        request_id: Option<&str>,
+    ) -> Result<Effect, ApiError> {
         let (record, alerts) = self.prepare_record(Ok(()));
         self.mark_logged();
         let committed = self
@@ -261,7 +279,12 @@ impl Call {
 impl Gateway {
     /// Runs one RPC: identifies the caller, runs `body`, writes the one record, maps errors. The work
     /// is spawned, so it completes and is logged even if the client goes away mid-call.
-    pub async fn unary<Req, Resp, F, Fut>(self: &Arc<Self>, action: Action, request: Request<Req>, body: F) -> Result<Response<Resp>, Status>
+    pub async fn unary<Req, Resp, F, Fut>(
+        self: &Arc<Self>,
+        action: Action,
+        request: Request<Req>,
+        body: F,
+    ) -> Result<Response<Resp>, Status>
     where
         Req: Send + 'static,
         Resp: Send + 'static,
@@ -283,7 +306,11 @@ impl Gateway {
         let (result, traceparent) = task
             .await
             .map_err(|_| Status::internal("the call was aborted"))?;
-        self.metrics.observe_call(action.name(), result.as_ref().err().map_or(tonic::Code::Ok, |s| s.code()), started.elapsed());
+        self.metrics.observe_call(
+            action.name(),
+            result.as_ref().err().map_or(tonic::Code::Ok, |s| s.code()),
+            started.elapsed(),
+        );
         result.map(|resp| {
             let mut response = Response::new(resp);
             if let Ok(v) = traceparent.parse() {

@@ -11,7 +11,10 @@ use signaalpoort_core::{Oin, Role};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name}: {message}")]
@@ -214,7 +217,10 @@ impl Config {
 
     pub fn database_url(&self) -> String {
         self.server.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.server.data_dir.join("signaalpoort.db").display())
+            format!(
+                "sqlite://{}",
+                self.server.data_dir.join("signaalpoort.db").display()
+            )
         })
     }
 
@@ -224,24 +230,37 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.agencies.iter().enumerate() {
             if Oin::parse(&a.oin).is_err() {
-                problems.push(format!("agency[{i}] ({}): oin {:?} must be 20 digits", a.name, a.oin));
+                problems.push(format!(
+                    "agency[{i}] ({}): oin {:?} must be 20 digits",
+                    a.name, a.oin
+                ));
             }
             if Role::from_code(&a.role).is_none() {
                 let roles: Vec<_> = Role::ALL.iter().map(|r| r.code()).collect();
-                problems.push(format!("agency[{i}] ({}): role {:?} is not one of {}", a.name, a.role, roles.join(", ")));
+                problems.push(format!(
+                    "agency[{i}] ({}): role {:?} is not one of {}",
+                    a.name,
+                    a.role,
+                    roles.join(", ")
+                ));
             }
             if a.name.trim().is_empty() {
                 problems.push(format!("agency[{i}]: name is empty"));
             }
             if !seen.insert(&a.oin) {
-                problems.push(format!("agency[{i}] ({}): oin {} is listed twice", a.name, a.oin));
+                problems.push(format!(
+                    "agency[{i}] ({}): oin {} is listed twice",
+                    a.name, a.oin
+                ));
             }
         }
         if self.agencies.is_empty() {
             problems.push("no [[agency]] entries: nobody could call the gateway".to_owned());
         }
         if self.signals.default_lifetime_days == 0 || self.signals.default_lifetime_days > 730 {
-            problems.push("signals.default_lifetime_days must be 1..=730 (two years at most)".to_owned());
+            problems.push(
+                "signals.default_lifetime_days must be 1..=730 (two years at most)".to_owned(),
+            );
         }
         if self.audit.checkpoint_interval_secs == 0 {
             problems.push("audit.checkpoint_interval_secs must be at least 1".to_owned());
@@ -253,14 +272,24 @@ impl Config {
             problems.push("limits.max_message_bytes must be at least 1024".to_owned());
         }
         if self.limits.calls_per_second_per_agency == 0 || self.limits.burst_per_agency == 0 {
-            problems.push("limits.calls_per_second_per_agency and burst_per_agency must be positive".to_owned());
+            problems.push(
+                "limits.calls_per_second_per_agency and burst_per_agency must be positive"
+                    .to_owned(),
+            );
         }
         if self.limits.watch_heartbeat_secs == 0 || self.limits.watch_max_age_secs == 0 {
-            problems.push("limits.watch_heartbeat_secs and watch_max_age_secs must be positive".to_owned());
+            problems.push(
+                "limits.watch_heartbeat_secs and watch_max_age_secs must be positive".to_owned(),
+            );
         }
         if let Some(url) = &self.server.database_url {
-            if !(url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                problems.push(format!("server.database_url {url:?} must start with sqlite:// or postgres://"));
+            if !(url.starts_with("sqlite://")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                problems.push(format!(
+                    "server.database_url {url:?} must start with sqlite:// or postgres://"
+                ));
             }
         }
         if problems.is_empty() {
@@ -277,9 +306,18 @@ fn apply_env_overrides(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &["server", "tls", "signals", "audit", "limits", "coordination"];
+    const SECTIONS: &[&str] = &[
+        "server",
+        "tls",
+        "signals",
+        "audit",
+        "limits",
+        "coordination",
+    ];
     for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix("SIGNAALPOORT_") else { continue };
+        let Some(rest) = name.strip_prefix("SIGNAALPOORT_") else {
+            continue;
+        };
         let rest = rest.to_ascii_lowercase();
         let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
             continue;
@@ -313,8 +351,14 @@ mod tests {
         apply_env_overrides(
             &mut t,
             vec![
-                ("SIGNAALPOORT_SERVER_LISTEN".to_owned(), "0.0.0.0:7443".to_owned()),
-                ("SIGNAALPOORT_AUDIT_RETENTION_DAYS".to_owned(), "4000".to_owned()),
+                (
+                    "SIGNAALPOORT_SERVER_LISTEN".to_owned(),
+                    "0.0.0.0:7443".to_owned(),
+                ),
+                (
+                    "SIGNAALPOORT_AUDIT_RETENTION_DAYS".to_owned(),
+                    "4000".to_owned(),
+                ),
                 ("OTHER".to_owned(), "x".to_owned()),
             ]
             .into_iter(),

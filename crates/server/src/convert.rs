@@ -123,7 +123,11 @@ pub fn contact_to_pb(c: &ContactPoint) -> pb::ContactPoint {
 }
 
 /// Parses a required contact point, reporting each bad sub-field.
-pub fn contact_from_pb(v: &mut Violations, field: &str, c: Option<&pb::ContactPoint>) -> Option<ContactPoint> {
+pub fn contact_from_pb(
+    v: &mut Violations,
+    field: &str,
+    c: Option<&pb::ContactPoint>,
+) -> Option<ContactPoint> {
     let Some(c) = c else {
         v.add(field, "is required: how the involved team is reached");
         return None;
@@ -188,7 +192,12 @@ pub fn agency_to_pb(a: &signaalpoort_core::Agency) -> pb::AgencyRef {
 
 /// Parses a required opaque id (signal, consent, proposal).
 pub fn required_id(v: &mut Violations, field: &str, value: &str) -> Option<String> {
-    if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if value.is_empty()
+        || value.len() > 64
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         v.add(field, "is required: an id as returned by the gateway");
         None
     } else {

@@ -14,10 +14,16 @@ pub const ERROR_DOMAIN: &str = "signaalpoort.nl";
 #[derive(Debug)]
 pub enum ApiError {
     InvalidArgument(Vec<FieldViolation>),
-    PermissionDenied { reason: DenyReason, detail: Option<String> },
+    PermissionDenied {
+        reason: DenyReason,
+        detail: Option<String>,
+    },
     NotFound(String),
     FailedPrecondition(String),
-    ResourceExhausted { retry_after: Duration, what: String },
+    ResourceExhausted {
+        retry_after: Duration,
+        what: String,
+    },
     /// The store could not write; the call fails closed and nothing is returned.
     Store(StoreError),
     /// A bug: an invariant of the gateway itself did not hold.
@@ -30,7 +36,10 @@ impl ApiError {
     }
 
     pub fn denied(reason: DenyReason) -> ApiError {
-        ApiError::PermissionDenied { reason, detail: None }
+        ApiError::PermissionDenied {
+            reason,
+            detail: None,
+        }
     }
 
     pub fn code(&self) -> Code {
@@ -79,7 +88,8 @@ impl ApiError {
                 if let Some(d) = detail {
                     metadata.insert("detail".to_owned(), d);
                 }
-                let details = ErrorDetails::with_error_info(reason.error_reason(), ERROR_DOMAIN, metadata);
+                let details =
+                    ErrorDetails::with_error_info(reason.error_reason(), ERROR_DOMAIN, metadata);
                 Status::with_error_details(Code::PermissionDenied, message, details)
             }
             ApiError::NotFound(m) => Status::not_found(m),
@@ -94,7 +104,9 @@ impl ApiError {
             }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure; call failed closed");
-                Status::unavailable("the access log could not be written; the call was not carried out")
+                Status::unavailable(
+                    "the access log could not be written; the call was not carried out",
+                )
             }
         }
     }
@@ -126,7 +138,11 @@ impl Violations {
     }
 
     /// Records the error of a parse and returns its value, if any.
-    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
         match result {
             Ok(v) => Some(v),
             Err(e) => {

@@ -37,7 +37,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,10 +77,13 @@ impl AgencyLimiter {
 
     pub fn check(&self, oin: &Oin) -> Result<(), ApiError> {
         self.0.check_key(oin).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
             ApiError::ResourceExhausted {
                 retry_after: wait.max(Duration::from_millis(1)),
-                what: "the agency's call rate limit was exceeded; retry after the indicated delay".to_owned(),
+                what: "the agency's call rate limit was exceeded; retry after the indicated delay"
+                    .to_owned(),
             }
         })
     }
@@ -114,7 +119,12 @@ impl StreamCounter {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut map = self.counter.streams.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .counter
+            .streams
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.oin) {
             *n = n.saturating_sub(1);
         }

@@ -11,9 +11,16 @@ use signaalpoort_core::{PseudonymKey, PSEUDONYM_KEY_LEN};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: expected {expected} bytes, found {found}")]
-    WrongLength { path: PathBuf, expected: usize, found: usize },
+    WrongLength {
+        path: PathBuf,
+        expected: usize,
+        found: usize,
+    },
     #[error("{path}: not a valid Ed25519 PKCS#8 key")]
     BadCheckpointKey { path: PathBuf },
     #[error("the system random number generator failed")]
@@ -34,7 +41,9 @@ pub fn checkpoint_key_path(data_dir: &Path) -> PathBuf {
 pub fn load_or_create_pseudonym_key(path: &Path) -> Result<PseudonymKey, KeyError> {
     let bytes = load_or_create(path, || {
         let mut key = [0u8; PSEUDONYM_KEY_LEN];
-        SystemRandom::new().fill(&mut key).map_err(|_| KeyError::Random)?;
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| KeyError::Random)?;
         Ok(key.to_vec())
     })?;
     let key: [u8; PSEUDONYM_KEY_LEN] =

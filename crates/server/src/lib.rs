@@ -46,9 +46,15 @@ pub enum StartError {
     #[error("tls: {0}")]
     Tls(#[from] signaalpoort_tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running gateway.
@@ -67,15 +73,22 @@ impl RunningGateway {
     /// stop accepting, let in-flight calls finish within the grace period, write a final checkpoint.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
-        self.health.set_not_serving::<SignalServiceServer<services::signals::Signals>>().await;
-        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.health
+            .set_not_serving::<SignalServiceServer<services::signals::Signals>>()
+            .await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = self.shutdown_tx.send(true);
         let grace = Duration::from_secs(self.gateway.config.server.shutdown_grace_secs);
         match tokio::time::timeout(grace, self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server ended with an error"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls did not finish within the grace period"),
+            Err(_) => tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "in-flight calls did not finish within the grace period"
+            ),
         }
         for job in self.jobs {
             job.abort();
@@ -84,6 +97,7 @@ impl RunningGateway {
             Ok(_) => tracing::info!("final checkpoint written"),
             Err(e) => tracing::error!(error = %e, "final checkpoint failed"),
         }
+        self.gateway.store.close().await;
     }
 
     /// Resolves when shutdown was requested from outside (signal handler) — for `serve`.
@@ -99,8 +113,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         path: config.server.data_dir.clone(),
         source,
     })?;
-    let pseudonyms = keys::load_or_create_pseudonym_key(&keys::pseudonym_key_path(&config.server.data_dir))?;
-    let signer = keys::load_or_create_checkpoint_key(&keys::checkpoint_key_path(&config.server.data_dir))?;
+    let pseudonyms =
+        keys::load_or_create_pseudonym_key(&keys::pseudonym_key_path(&config.server.data_dir))?;
+    let signer =
+        keys::load_or_create_checkpoint_key(&keys::checkpoint_key_path(&config.server.data_dir))?;
     let store = Store::open(&config.database_url(), StoreOptions::default()).await?;
 
     let tls_files = TlsFiles {
@@ -126,7 +142,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
             config.audit.unusual_volume_threshold,
             Duration::from_secs(config.audit.unusual_volume_window_secs),
         ),
-        limiter: gateway::AgencyLimiter::new(limits.calls_per_second_per_agency, limits.burst_per_agency),
+        limiter: gateway::AgencyLimiter::new(
+            limits.calls_per_second_per_agency,
+            limits.burst_per_agency,
+        ),
         tls: Some(tls.clone()),
         metrics,
         shutdown: shutdown_rx.clone(),
@@ -135,7 +154,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SignalServiceServer<services::signals::Signals>>().await;
+    health
+        .set_serving::<SignalServiceServer<services::signals::Signals>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(signaalpoort_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -145,8 +166,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     let listen = gw.config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| StartError::Bind { addr: listen, source })?;
-    let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
     let incoming = signaalpoort_tls::tls_incoming(
         listener,
         tls.clone(),
@@ -156,7 +183,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     let max = limits.max_message_bytes;
     macro_rules! limited {
         ($server:ty, $svc:expr) => {
-            <$server>::new($svc).max_decoding_message_size(max).max_encoding_message_size(max)
+            <$server>::new($svc)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
         };
     }
     let router = tonic::transport::Server::builder()
@@ -166,11 +195,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         .max_concurrent_streams(Some(256))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(limited!(SignalServiceServer<_>, services::signals::Signals(gw.clone())))
-        .add_service(limited!(HouseholdServiceServer<_>, services::households::Households(gw.clone())))
-        .add_service(limited!(NotificationServiceServer<_>, services::notifications::Notifications(gw.clone())))
-        .add_service(limited!(ConsentServiceServer<_>, services::consent::Consents(gw.clone())))
-        .add_service(limited!(AuditServiceServer<_>, services::audit::Audit(gw.clone())));
+        .add_service(limited!(
+            SignalServiceServer<_>,
+            services::signals::Signals(gw.clone())
+        ))
+        .add_service(limited!(
+            HouseholdServiceServer<_>,
+            services::households::Households(gw.clone())
+        ))
+        .add_service(limited!(
+            NotificationServiceServer<_>,
+            services::notifications::Notifications(gw.clone())
+        ))
+        .add_service(limited!(
+            ConsentServiceServer<_>,
+            services::consent::Consents(gw.clone())
+        ))
+        .add_service(limited!(
+            AuditServiceServer<_>,
+            services::audit::Audit(gw.clone())
+        ));
     let mut stop = shutdown_rx.clone();
     let server = tokio::spawn(async move {
         router
@@ -183,16 +227,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     let mut jobs = Vec::new();
     let admin_addr = match gw.config.server.admin_listen {
         Some(addr) => {
-            let l = admin::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-            let bound = l.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            let l = admin::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let bound = l
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
             jobs.push(admin::spawn(l, gw.clone()));
             Some(bound)
         }
         None => None,
     };
-    match signaalpoort_tls::spawn_reload_watcher(tls.clone(), &tls_files, Duration::from_millis(500)) {
+    match signaalpoort_tls::spawn_reload_watcher(
+        tls.clone(),
+        &tls_files,
+        Duration::from_millis(500),
+    ) {
         Ok(h) => jobs.push(h),
-        Err(e) => tracing::warn!(error = %e, "certificate reload watcher not started; SIGHUP and file changes will not reload"),
+        Err(e) => {
+            tracing::warn!(error = %e, "certificate reload watcher not started; SIGHUP and file changes will not reload")
+        }
     }
     jobs.push(spawn_checkpoints(gw.clone()));
     jobs.push(spawn_purge(gw.clone()));
@@ -211,7 +265,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
 
 fn spawn_checkpoints(gw: Arc<Gateway>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(gw.config.audit.checkpoint_interval_secs));
+        let mut tick = tokio::time::interval(Duration::from_secs(
+            gw.config.audit.checkpoint_interval_secs,
+        ));
         loop {
             tick.tick().await;
             if let Err(e) = gw.write_checkpoint().await {
@@ -223,7 +279,8 @@ fn spawn_checkpoints(gw: Arc<Gateway>) -> JoinHandle<()> {
 
 fn spawn_purge(gw: Arc<Gateway>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(gw.config.signals.purge_interval_secs));
+        let mut tick =
+            tokio::time::interval(Duration::from_secs(gw.config.signals.purge_interval_secs));
         loop {
             tick.tick().await;
             match purge_expired(&gw).await {
@@ -240,6 +297,9 @@ fn spawn_purge(gw: Arc<Gateway>) -> JoinHandle<()> {
 /// Deletes expired signals and dissolved households, as one logged system action.
 pub async fn purge_expired(gw: &Gateway) -> Result<(u64, u64), signaalpoort_store::StoreError> {
     let now = gw.now();
+    if !gw.store.read().purge_due(now).await? {
+        return Ok((0, 0));
+    }
     let record = system_record(now, "PurgeExpired", "RETENTION");
     let committed = gw
         .store
@@ -251,7 +311,10 @@ pub async fn purge_expired(gw: &Gateway) -> Result<(u64, u64), signaalpoort_stor
         })
         .await?;
     Ok(match committed.outcome {
-        Ok(Effect::Purged { signals, households }) => (signals, households),
+        Ok(Effect::Purged {
+            signals,
+            households,
+        }) => (signals, households),
         _ => (0, 0),
     })
 }
@@ -282,7 +345,10 @@ pub fn system_record(now: time::OffsetDateTime, action: &str, reason: &str) -> R
 }
 
 /// grpc.health.v1 follows the database: NOT_SERVING while it cannot be reached.
-fn spawn_health_watch(gw: Arc<Gateway>, health: tonic_health::server::HealthReporter) -> JoinHandle<()> {
+fn spawn_health_watch(
+    gw: Arc<Gateway>,
+    health: tonic_health::server::HealthReporter,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut serving = true;
@@ -291,9 +357,15 @@ fn spawn_health_watch(gw: Arc<Gateway>, health: tonic_health::server::HealthRepo
             let ok = admin::readiness(&gw).await.is_ok();
             if ok != serving {
                 serving = ok;
-                let status = if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                let status = if ok {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
                 health.set_service_status("", status).await;
-                health.set_service_status("signaalpoort.v1.SignalService", status).await;
+                health
+                    .set_service_status("signaalpoort.v1.SignalService", status)
+                    .await;
                 tracing::warn!(serving = ok, "health status changed");
             }
         }

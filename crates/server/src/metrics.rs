@@ -70,14 +70,46 @@ impl Metrics {
         let watch_streams = Gauge::default();
         let cert_expiry = Family::<CertLabel, Gauge>::default();
         let checkpoint_age = Gauge::default();
-        registry.register("grpc_calls", "gRPC calls by method and status code", calls.clone());
-        registry.register("grpc_call_duration_seconds", "gRPC call latency", latency.clone());
-        registry.register("policy_decisions", "Calls by logged reason (allowing rule or deny reason)", decisions.clone());
-        registry.register("access_log_appends", "Access-log records committed", log_appends.clone());
-        registry.register("access_log_append_duration_seconds", "Time from submitting a record to its commit", log_append_latency.clone());
-        registry.register("watch_streams_open", "Open notification and alert streams", watch_streams.clone());
-        registry.register("certificate_expiry_timestamp_seconds", "Not-after of the server certificate and client CA, unix seconds", cert_expiry.clone());
-        registry.register("checkpoint_age_seconds", "Seconds since the last signed checkpoint", checkpoint_age.clone());
+        registry.register(
+            "grpc_calls",
+            "gRPC calls by method and status code",
+            calls.clone(),
+        );
+        registry.register(
+            "grpc_call_duration_seconds",
+            "gRPC call latency",
+            latency.clone(),
+        );
+        registry.register(
+            "policy_decisions",
+            "Calls by logged reason (allowing rule or deny reason)",
+            decisions.clone(),
+        );
+        registry.register(
+            "access_log_appends",
+            "Access-log records committed",
+            log_appends.clone(),
+        );
+        registry.register(
+            "access_log_append_duration_seconds",
+            "Time from submitting a record to its commit",
+            log_append_latency.clone(),
+        );
+        registry.register(
+            "watch_streams_open",
+            "Open notification and alert streams",
+            watch_streams.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Not-after of the server certificate and client CA, unix seconds",
+            cert_expiry.clone(),
+        );
+        registry.register(
+            "checkpoint_age_seconds",
+            "Seconds since the last signed checkpoint",
+            checkpoint_age.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -142,7 +174,8 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self, now_unix: i64) -> String {
         let last = self.last_checkpoint_unix.load(Ordering::Relaxed);
-        self.checkpoint_age.set(if last == 0 { -1 } else { now_unix - last });
+        self.checkpoint_age
+            .set(if last == 0 { -1 } else { now_unix - last });
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

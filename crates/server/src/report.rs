@@ -13,7 +13,10 @@ pub struct ReportEntry {
     pub purpose: &'static str,
 }
 
-pub fn entries(records: &[AccessRecord], organisation: impl Fn(&str) -> String) -> Vec<ReportEntry> {
+pub fn entries(
+    records: &[AccessRecord],
+    organisation: impl Fn(&str) -> String,
+) -> Vec<ReportEntry> {
     records
         .iter()
         .filter(|r| r.draft.status_code == 0)
@@ -80,11 +83,25 @@ pub fn render_text(entries: &[ReportEntry], generated: OffsetDateTime) -> String
         out.push_str("Er zijn in deze periode geen handelingen vastgelegd.\n");
         return out;
     }
-    let w = entries.iter().map(|e| e.organisation.chars().count()).max().unwrap_or(12).max(12);
-    out.push_str(&format!("{:<16}  {:<w$}  {:<38}  {}\n", "Datum en tijd", "Organisatie", "Handeling", "Doel"));
+    let w = entries
+        .iter()
+        .map(|e| e.organisation.chars().count())
+        .max()
+        .unwrap_or(12)
+        .max(12);
+    out.push_str(&format!(
+        "{:<16}  {:<w$}  {:<38}  {}\n",
+        "Datum en tijd", "Organisatie", "Handeling", "Doel"
+    ));
     out.push_str(&format!("{}\n", "-".repeat(16 + 2 + w + 2 + 38 + 2 + 24)));
     for e in entries {
-        out.push_str(&format!("{:<16}  {:<w$}  {:<38}  {}\n", date_time(e.time), e.organisation, e.action, e.purpose));
+        out.push_str(&format!(
+            "{:<16}  {:<w$}  {:<38}  {}\n",
+            date_time(e.time),
+            e.organisation,
+            e.action,
+            e.purpose
+        ));
     }
     out.push_str(&format!("\nAantal handelingen: {}\n", entries.len()));
     out
@@ -116,5 +133,8 @@ td,th{{border:1px solid #999;padding:.3em .5em;text-align:left}}@media print{{bo
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -28,14 +28,36 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Closes connections (SQLite folds its WAL back into the database file). Call last.
+    async fn close(&self);
+
+    /// Whether a purge would change anything: signals past expiry not yet ended, or ended
+    /// signals and dissolved households past the grace period. Keeps idle purges out of the log.
+    async fn purge_due(&self, now: OffsetDateTime) -> Result<bool, StoreError>;
+
     // --- signals and matching ---
     async fn signal(&self, id: &str) -> Result<Option<SignalRow>, StoreError>;
     /// The agency's active signals, newest first, after the `(registered_at, id)` page cursor.
-    async fn list_signals(&self, agency: &Oin, now: OffsetDateTime, after: Option<(OffsetDateTime, String)>, limit: u32) -> Result<Vec<SignalRow>, StoreError>;
+    async fn list_signals(
+        &self,
+        agency: &Oin,
+        now: OffsetDateTime,
+        after: Option<(OffsetDateTime, String)>,
+        limit: u32,
+    ) -> Result<Vec<SignalRow>, StoreError>;
     /// Whether the agency has an active signal on the subject.
-    async fn is_involved(&self, agency: &Oin, subject: &SubjectPseudonym, now: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn is_involved(
+        &self,
+        agency: &Oin,
+        subject: &SubjectPseudonym,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Other agencies' active signals matching `signal` (see `core::involvement::reference_matches`).
-    async fn matches(&self, signal: &SignalRow, now: OffsetDateTime) -> Result<Vec<MatchRow>, StoreError>;
+    async fn matches(
+        &self,
+        signal: &SignalRow,
+        now: OffsetDateTime,
+    ) -> Result<Vec<MatchRow>, StoreError>;
     /// Ids of live households the subject is an unprotected member of.
     async fn households_of(&self, subject: &SubjectPseudonym) -> Result<Vec<String>, StoreError>;
 
@@ -43,23 +65,50 @@ pub trait Backend: Send + Sync + 'static {
     async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError>;
     /// Consents about the subject, plus household-wide consents about anyone sharing a live
     /// household with the subject (both unprotected).
-    async fn consents_concerning(&self, subject: &SubjectPseudonym) -> Result<Vec<ConsentRecord>, StoreError>;
+    async fn consents_concerning(
+        &self,
+        subject: &SubjectPseudonym,
+    ) -> Result<Vec<ConsentRecord>, StoreError>;
     /// Consents concerning the subjects of the agency's active signals.
-    async fn consents_for_agency(&self, agency: &Oin, now: OffsetDateTime, include_inactive: bool) -> Result<Vec<ConsentRecord>, StoreError>;
+    async fn consents_for_agency(
+        &self,
+        agency: &Oin,
+        now: OffsetDateTime,
+        include_inactive: bool,
+    ) -> Result<Vec<ConsentRecord>, StoreError>;
 
     // --- notifications and alerts ---
-    async fn notifications_after(&self, recipient: &Oin, cursor: u64, limit: u32) -> Result<Vec<NotificationRow>, StoreError>;
+    async fn notifications_after(
+        &self,
+        recipient: &Oin,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
     async fn alerts_after(&self, cursor: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
 
     // --- access log ---
     /// (seq, hash) of the newest record; (0, GENESIS) when empty.
     async fn head(&self) -> Result<(u64, [u8; 32]), StoreError>;
-    async fn query_log(&self, filter: &LogFilter, after_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError>;
-    async fn export_log(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError>;
+    async fn query_log(
+        &self,
+        filter: &LogFilter,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AccessRecord>, StoreError>;
+    async fn export_log(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AccessRecord>, StoreError>;
     async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
     /// Newest first.
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError>;
 
     /// Benchmark preload: inserts directly, no records, no notifications.
-    async fn bulk_load(&self, households: &[(String, String, Oin, Vec<HouseholdMember>)], signals: &[SignalRow]) -> Result<(), StoreError>;
+    async fn bulk_load(
+        &self,
+        households: &[(String, String, Oin, Vec<HouseholdMember>)],
+        signals: &[SignalRow],
+    ) -> Result<(), StoreError>;
 }

@@ -139,7 +139,11 @@ impl Store {
     }
 
     /// Appends the access-log record of a call that changed nothing.
-    pub async fn log_only(&self, record: RecordDraft, alerts: Vec<AlertDraft>) -> Result<u64, StoreError> {
+    pub async fn log_only(
+        &self,
+        record: RecordDraft,
+        alerts: Vec<AlertDraft>,
+    ) -> Result<u64, StoreError> {
         let committed = self
             .execute(WriteRequest {
                 mutation: Mutation::None,
@@ -186,7 +190,10 @@ impl Store {
     }
 
     /// Verifies the whole stored chain and checkpoints against a public key, reading in pages.
-    pub async fn verify_chain(&self, public_key: &[u8]) -> Result<signaalpoort_core::access_log::VerifyReport, StoreError> {
+    pub async fn verify_chain(
+        &self,
+        public_key: &[u8],
+    ) -> Result<signaalpoort_core::access_log::VerifyReport, StoreError> {
         let checkpoints = self.backend.checkpoints(u32::MAX).await?;
         let mut lines: Vec<String> = Vec::new();
         let mut from = 1u64;
@@ -220,9 +227,13 @@ impl Store {
         self.backend.bulk_load(households, signals).await
     }
 
+    /// Closes the database connections; call last, after the final checkpoint.
+    pub async fn close(&self) {
+        self.backend.close().await;
+    }
+
     /// For tests and the readiness probe: can the database be reached.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.backend.ping().await
     }
 }
-

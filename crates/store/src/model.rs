@@ -53,7 +53,9 @@ pub enum Mutation {
     },
     /// Deletes signals that expired or were withdrawn before `now`, their notifications, and
     /// dissolved households; notifies the ends of matches of signals that expired.
-    PurgeExpired { now: OffsetDateTime },
+    PurgeExpired {
+        now: OffsetDateTime,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,12 +88,17 @@ pub enum Effect {
         #[serde(with = "time::serde::timestamp::microseconds")]
         at: OffsetDateTime,
     },
-    ConsentRecorded { consent: ConsentRecord },
+    ConsentRecorded {
+        consent: ConsentRecord,
+    },
     ConsentWithdrawn {
         #[serde(with = "time::serde::timestamp::microseconds")]
         at: OffsetDateTime,
     },
-    Purged { signals: u64, households: u64 },
+    Purged {
+        signals: u64,
+        households: u64,
+    },
 }
 
 /// Why a mutation was refused by the state it met. Changes nothing; the call's record says why.

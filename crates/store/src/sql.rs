@@ -18,7 +18,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use signaalpoort_core::access_log::{AccessRecord, DecisionCode, RecordDraft, SignedCheckpoint, GENESIS_HASH};
+use signaalpoort_core::access_log::{
+    AccessRecord, DecisionCode, RecordDraft, SignedCheckpoint, GENESIS_HASH,
+};
 use signaalpoort_core::consent::ConsentRecord;
 use signaalpoort_core::involvement::MatchLevel;
 use signaalpoort_core::{Basis, Category, ContactPoint, Oin, Purpose, Role, SubjectPseudonym};
@@ -55,7 +57,8 @@ fn micros(t: OffsetDateTime) -> i64 {
 }
 
 fn from_micros(v: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {
@@ -63,7 +66,8 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 }
 
 fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
-    v.try_into().map_err(|_| corrupt(format!("{what} is not 32 bytes")))
+    v.try_into()
+        .map_err(|_| corrupt(format!("{what} is not 32 bytes")))
 }
 
 fn subject(v: Vec<u8>) -> Result<SubjectPseudonym, StoreError> {
@@ -89,8 +93,13 @@ fn signal_row(r: &AnyRow) -> Result<SignalRow, StoreError> {
         id: r.try_get(0)?,
         agency: oin(r.try_get(1)?)?,
         subject: subject(r.try_get(2)?)?,
-        category: Category::from_code(&r.try_get::<String, _>(3)?).ok_or_else(|| corrupt("category"))?,
-        contact: ContactPoint { team: r.try_get(4)?, phone: r.try_get(5)?, email: r.try_get(6)? },
+        category: Category::from_code(&r.try_get::<String, _>(3)?)
+            .ok_or_else(|| corrupt("category"))?,
+        contact: ContactPoint {
+            team: r.try_get(4)?,
+            phone: r.try_get(5)?,
+            email: r.try_get(6)?,
+        },
         registered_at: from_micros(r.try_get(7)?),
         refreshed_at: from_micros(r.try_get(8)?),
         expires_at: from_micros(r.try_get(9)?),
@@ -117,13 +126,22 @@ fn match_rows(rows: &[AnyRow]) -> Result<Vec<MatchRow>, StoreError> {
     // A signal reachable at both levels, or through two households, appears once at its closest.
     let mut by_id: BTreeMap<String, MatchRow> = BTreeMap::new();
     for r in rows {
-        let level = if r.try_get::<i64, _>(8)? == 1 { MatchLevel::Subject } else { MatchLevel::Household };
+        let level = if r.try_get::<i64, _>(8)? == 1 {
+            MatchLevel::Subject
+        } else {
+            MatchLevel::Household
+        };
         let m = MatchRow {
             signal_id: r.try_get(0)?,
             agency: oin(r.try_get(1)?)?,
             subject: subject(r.try_get(2)?)?,
-            category: Category::from_code(&r.try_get::<String, _>(3)?).ok_or_else(|| corrupt("category"))?,
-            contact: ContactPoint { team: r.try_get(4)?, phone: r.try_get(5)?, email: r.try_get(6)? },
+            category: Category::from_code(&r.try_get::<String, _>(3)?)
+                .ok_or_else(|| corrupt("category"))?,
+            contact: ContactPoint {
+                team: r.try_get(4)?,
+                phone: r.try_get(5)?,
+                email: r.try_get(6)?,
+            },
             since: from_micros(r.try_get(7)?),
             level,
         };
@@ -139,7 +157,12 @@ fn match_rows(rows: &[AnyRow]) -> Result<Vec<MatchRow>, StoreError> {
     Ok(out)
 }
 
-async fn matches_on<'c, E: Executor<'c, Database = sqlx::Any>>(e: E, agency: &Oin, subject: &SubjectPseudonym, now: OffsetDateTime) -> Result<Vec<MatchRow>, StoreError> {
+async fn matches_on<'c, E: Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    agency: &Oin,
+    subject: &SubjectPseudonym,
+    now: OffsetDateTime,
+) -> Result<Vec<MatchRow>, StoreError> {
     let rows = sqlx::query(MATCHES_SQL)
         .bind(subject.as_bytes().to_vec())
         .bind(agency.to_string())
@@ -165,7 +188,10 @@ fn consent_row(r: &AnyRow) -> Result<ConsentRecord, StoreError> {
         recorded_at: from_micros(r.try_get(8)?),
         valid_until: from_micros(r.try_get(9)?),
         renew_by: match renew_by {
-            Some(s) => Some(time::Date::parse(&s, &time::format_description::well_known::Iso8601::DATE).map_err(|_| corrupt("renew_by"))?),
+            Some(s) => Some(
+                time::Date::parse(&s, &time::format_description::well_known::Iso8601::DATE)
+                    .map_err(|_| corrupt("renew_by"))?,
+            ),
             None => None,
         },
         withdrawn_at: r.try_get::<Option<i64>, _>(11)?.map(from_micros),
@@ -176,18 +202,26 @@ fn consent_row(r: &AnyRow) -> Result<ConsentRecord, StoreError> {
 const RECORD_COLUMNS: &str = "seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, CASE WHEN flagged THEN 1 ELSE 0 END, trace_id, span_id, object_id, prev_hash, hash";
 
 fn record_row(r: &AnyRow) -> Result<AccessRecord, StoreError> {
-    let code = |i: usize| -> Result<Option<String>, StoreError> { Ok(r.try_get::<Option<String>, _>(i)?) };
+    let code =
+        |i: usize| -> Result<Option<String>, StoreError> { Ok(r.try_get::<Option<String>, _>(i)?) };
     let draft = RecordDraft {
         time: from_micros(r.try_get(1)?),
         agency_oin: r.try_get(2)?,
-        role: code(3)?.map(|c| Role::from_code(&c).ok_or_else(|| corrupt("role"))).transpose()?,
+        role: code(3)?
+            .map(|c| Role::from_code(&c).ok_or_else(|| corrupt("role")))
+            .transpose()?,
         actor_id: r.try_get(4)?,
         action: r.try_get(5)?,
         subjects: from_json(&r.try_get::<String, _>(6)?)?,
         household_id: r.try_get(7)?,
-        purpose: code(8)?.map(|c| Purpose::from_code(&c).ok_or_else(|| corrupt("purpose"))).transpose()?,
-        basis: code(9)?.map(|c| Basis::from_code(&c).ok_or_else(|| corrupt("basis"))).transpose()?,
-        decision: DecisionCode::from_code(&r.try_get::<String, _>(10)?).ok_or_else(|| corrupt("decision"))?,
+        purpose: code(8)?
+            .map(|c| Purpose::from_code(&c).ok_or_else(|| corrupt("purpose")))
+            .transpose()?,
+        basis: code(9)?
+            .map(|c| Basis::from_code(&c).ok_or_else(|| corrupt("basis")))
+            .transpose()?,
+        decision: DecisionCode::from_code(&r.try_get::<String, _>(10)?)
+            .ok_or_else(|| corrupt("decision"))?,
         reason: r.try_get(11)?,
         status_code: r.try_get::<i64, _>(12)? as i32,
         request_id: r.try_get(13)?,
@@ -209,7 +243,8 @@ fn record_row(r: &AnyRow) -> Result<AccessRecord, StoreError> {
 fn alert_row(r: &AnyRow) -> Result<AlertRow, StoreError> {
     Ok(AlertRow {
         cursor: r.try_get::<i64, _>(0)? as u64,
-        kind: AlertKind::from_code(&r.try_get::<String, _>(1)?).ok_or_else(|| corrupt("alert kind"))?,
+        kind: AlertKind::from_code(&r.try_get::<String, _>(1)?)
+            .ok_or_else(|| corrupt("alert kind"))?,
         time: from_micros(r.try_get(2)?),
         agency_oin: r.try_get(3)?,
         actor_id: r.try_get(4)?,
@@ -226,14 +261,22 @@ fn cursor(v: u64) -> i64 {
 impl SqlBackend {
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<SqlBackend, StoreError> {
         sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") { Dialect::Sqlite } else { Dialect::Postgres };
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        };
         let url = match dialect {
             Dialect::Sqlite => {
-                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
                 if let Some(dir) = std::path::Path::new(path).parent() {
                     if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+                        })?;
                     }
                 }
                 format!("sqlite://{path}?mode=rwc")
@@ -252,7 +295,13 @@ impl SqlBackend {
             })
             .connect(&url)
             .await?;
-        let backend = SqlBackend { dialect, url, read, write: Mutex::new(None), options: options.clone() };
+        let backend = SqlBackend {
+            dialect,
+            url,
+            read,
+            write: Mutex::new(None),
+            options: options.clone(),
+        };
         {
             let mut guard = backend.write.lock().await;
             let conn = backend.writer(&mut guard).await?;
@@ -264,38 +313,65 @@ impl SqlBackend {
         Ok(backend)
     }
 
-    async fn writer<'a>(&self, guard: &'a mut Option<AnyConnection>) -> Result<&'a mut AnyConnection, StoreError> {
+    async fn writer<'a>(
+        &self,
+        guard: &'a mut Option<AnyConnection>,
+    ) -> Result<&'a mut AnyConnection, StoreError> {
         if guard.is_none() {
             let options = AnyConnectOptions::from_str(&self.url)?;
             let mut conn = options.connect().await?;
-            session_setup(&mut conn, self.dialect, self.options.busy_timeout.as_millis()).await?;
+            session_setup(
+                &mut conn,
+                self.dialect,
+                self.options.busy_timeout.as_millis(),
+            )
+            .await?;
             *guard = Some(conn);
         }
         guard.as_mut().ok_or(StoreError::Closed)
     }
 
-    async fn apply_batch(&self, conn: &mut AnyConnection, batch: &[WriteRequest]) -> Result<(Vec<Committed>, bool), StoreError> {
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[WriteRequest],
+    ) -> Result<(Vec<Committed>, bool), StoreError> {
         let (mut seq, mut prev) = match self.dialect {
             Dialect::Postgres => {
-                let row = sqlx::query("SELECT seq, hash FROM log_head WHERE id = 1 FOR UPDATE").fetch_one(&mut *conn).await?;
-                (row.try_get::<i64, _>(0)? as u64, hash32(row.try_get(1)?, "log head")?)
+                let row = sqlx::query("SELECT seq, hash FROM log_head WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                (
+                    row.try_get::<i64, _>(0)? as u64,
+                    hash32(row.try_get(1)?, "log head")?,
+                )
             }
-            Dialect::Sqlite => match sqlx::query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await? {
-                Some(row) => (row.try_get::<i64, _>(0)? as u64, hash32(row.try_get(1)?, "log head")?),
-                None => (0, GENESIS_HASH),
-            },
+            Dialect::Sqlite => {
+                match sqlx::query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?
+                {
+                    Some(row) => (
+                        row.try_get::<i64, _>(0)? as u64,
+                        hash32(row.try_get(1)?, "log head")?,
+                    ),
+                    None => (0, GENESIS_HASH),
+                }
+            }
         };
         let mut out = Vec::with_capacity(batch.len());
         let mut notify = false;
         for req in batch {
             let replay = match &req.idempotency {
-                Some((agency, request_id)) => sqlx::query("SELECT outcome FROM idempotency WHERE agency_oin = $1 AND request_id = $2")
-                    .bind(agency.to_string())
-                    .bind(request_id.clone())
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .map(|r| r.try_get::<String, _>(0))
-                    .transpose()?,
+                Some((agency, request_id)) => sqlx::query(
+                    "SELECT outcome FROM idempotency WHERE agency_oin = $1 AND request_id = $2",
+                )
+                .bind(agency.to_string())
+                .bind(request_id.clone())
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| r.try_get::<String, _>(0))
+                .transpose()?,
                 None => None,
             };
             let (outcome, replayed) = match replay {
@@ -320,7 +396,13 @@ impl SqlBackend {
             insert_record(&mut *conn, &record).await?;
             let mut alerts = req.alerts.clone();
             if record.draft.flagged_for_review {
-                alerts.insert(0, AlertDraft { kind: AlertKind::SafetyBasisUsed, detail: format!("safety basis used for {}", record.draft.action) });
+                alerts.insert(
+                    0,
+                    AlertDraft {
+                        kind: AlertKind::SafetyBasisUsed,
+                        detail: format!("safety basis used for {}", record.draft.action),
+                    },
+                );
             }
             for a in &alerts {
                 sqlx::query("INSERT INTO alerts (kind, time, agency_oin, actor_id, record_seq, detail) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -333,8 +415,14 @@ impl SqlBackend {
                     .execute(&mut *conn)
                     .await?;
             }
-            notify |= !alerts.is_empty() || (outcome.is_ok() && !matches!(req.mutation, Mutation::None | Mutation::RecordConsent(_)));
-            out.push(Committed { seq, outcome, replayed });
+            notify |= !alerts.is_empty()
+                || (outcome.is_ok()
+                    && !matches!(req.mutation, Mutation::None | Mutation::RecordConsent(_)));
+            out.push(Committed {
+                seq,
+                outcome,
+                replayed,
+            });
         }
         if self.dialect == Dialect::Postgres {
             sqlx::query("UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -343,21 +431,32 @@ impl SqlBackend {
                 .execute(&mut *conn)
                 .await?;
             if notify {
-                sqlx::query(&format!("SELECT pg_notify('{CHANGES_CHANNEL}', 'c')")).execute(&mut *conn).await?;
+                sqlx::query(&format!("SELECT pg_notify('{CHANGES_CHANNEL}', 'c')"))
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
         Ok((out, notify))
     }
 }
 
-async fn session_setup(conn: &mut AnyConnection, dialect: Dialect, busy_ms: u128) -> Result<(), sqlx::Error> {
+async fn session_setup(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    busy_ms: u128,
+) -> Result<(), sqlx::Error> {
     match dialect {
         Dialect::Sqlite => {
             // Durability is claimed, so it is set explicitly: WAL with FULL sync, never NORMAL.
-            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON"] {
+            for pragma in [
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA foreign_keys = ON",
+            ] {
                 conn.execute(pragma).await?;
             }
-            conn.execute(format!("PRAGMA busy_timeout = {busy_ms}").as_str()).await?;
+            conn.execute(format!("PRAGMA busy_timeout = {busy_ms}").as_str())
+                .await?;
         }
         Dialect::Postgres => {
             conn.execute("SET synchronous_commit = on").await?;
@@ -397,17 +496,29 @@ async fn insert_record(conn: &mut AnyConnection, r: &AccessRecord) -> Result<(),
     .execute(&mut *conn)
     .await?;
     for s in &d.subjects {
-        let Some(p) = SubjectPseudonym::from_hex(s) else { continue };
-        sqlx::query("INSERT INTO access_log_subjects (subject, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(p.as_bytes().to_vec())
-            .bind(r.seq as i64)
-            .execute(&mut *conn)
-            .await?;
+        let Some(p) = SubjectPseudonym::from_hex(s) else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO access_log_subjects (subject, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(p.as_bytes().to_vec())
+        .bind(r.seq as i64)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
-async fn notify(conn: &mut AnyConnection, recipient: &Oin, kind: NotificationKind, recipient_signal: &str, other: Option<(&str, MatchLevel)>, household: Option<&str>, now: OffsetDateTime) -> Result<(), StoreError> {
+async fn notify(
+    conn: &mut AnyConnection,
+    recipient: &Oin,
+    kind: NotificationKind,
+    recipient_signal: &str,
+    other: Option<(&str, MatchLevel)>,
+    household: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO notifications (recipient_oin, kind, recipient_signal_id, other_signal_id, level, household_id, coordination_event, occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(recipient.to_string())
         .bind(kind.code())
@@ -423,17 +534,23 @@ async fn notify(conn: &mut AnyConnection, recipient: &Oin, kind: NotificationKin
 }
 
 async fn signal_by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<SignalRow>, StoreError> {
-    sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = $1"))
-        .bind(id.to_owned())
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(signal_row)
-        .transpose()
+    sqlx::query(&format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = $1"
+    ))
+    .bind(id.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(signal_row)
+    .transpose()
 }
 
 /// Directed match pairs (signal, other signal, level) among the active signals of `subjects`.
-async fn pairs(conn: &mut AnyConnection, subjects: &BTreeSet<SubjectPseudonym>, now: OffsetDateTime) -> Result<BTreeMap<(String, String), (Oin, MatchLevel)>, StoreError> {
+async fn pairs(
+    conn: &mut AnyConnection,
+    subjects: &BTreeSet<SubjectPseudonym>,
+    now: OffsetDateTime,
+) -> Result<BTreeMap<(String, String), (Oin, MatchLevel)>, StoreError> {
     let mut out = BTreeMap::new();
     for s in subjects {
         let rows = sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE subject = $1 AND withdrawn_at IS NULL AND expires_at > $2"))
@@ -451,21 +568,51 @@ async fn pairs(conn: &mut AnyConnection, subjects: &BTreeSet<SubjectPseudonym>, 
     Ok(out)
 }
 
-async fn household_subjects(conn: &mut AnyConnection, household_id: &str) -> Result<BTreeSet<SubjectPseudonym>, StoreError> {
-    let rows = sqlx::query("SELECT subject FROM household_members WHERE household_id = $1").bind(household_id.to_owned()).fetch_all(&mut *conn).await?;
+async fn household_subjects(
+    conn: &mut AnyConnection,
+    household_id: &str,
+) -> Result<BTreeSet<SubjectPseudonym>, StoreError> {
+    let rows = sqlx::query("SELECT subject FROM household_members WHERE household_id = $1")
+        .bind(household_id.to_owned())
+        .fetch_all(&mut *conn)
+        .await?;
     rows.into_iter().map(|r| subject(r.try_get(0)?)).collect()
 }
 
 /// Notifies pairs that formed (Match) and pairs that ended (MatchEnded) between two snapshots.
-async fn notify_diff(conn: &mut AnyConnection, before: &BTreeMap<(String, String), (Oin, MatchLevel)>, after: &BTreeMap<(String, String), (Oin, MatchLevel)>, household: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+async fn notify_diff(
+    conn: &mut AnyConnection,
+    before: &BTreeMap<(String, String), (Oin, MatchLevel)>,
+    after: &BTreeMap<(String, String), (Oin, MatchLevel)>,
+    household: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
     for ((sig, other), (agency, level)) in after {
         if !before.contains_key(&(sig.clone(), other.clone())) {
-            notify(conn, agency, NotificationKind::Match, sig, Some((other, *level)), Some(household), now).await?;
+            notify(
+                conn,
+                agency,
+                NotificationKind::Match,
+                sig,
+                Some((other, *level)),
+                Some(household),
+                now,
+            )
+            .await?;
         }
     }
     for ((sig, other), (agency, level)) in before {
         if !after.contains_key(&(sig.clone(), other.clone())) {
-            notify(conn, agency, NotificationKind::MatchEnded, sig, Some((other, *level)), Some(household), now).await?;
+            notify(
+                conn,
+                agency,
+                NotificationKind::MatchEnded,
+                sig,
+                Some((other, *level)),
+                Some(household),
+                now,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -475,7 +622,15 @@ async fn notify_diff(conn: &mut AnyConnection, before: &BTreeMap<(String, String
 async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome, StoreError> {
     match mutation {
         Mutation::None => Ok(Ok(Effect::None)),
-        Mutation::RegisterSignal { new_id, agency, subject: subj, category, contact, expires_at, now } => {
+        Mutation::RegisterSignal {
+            new_id,
+            agency,
+            subject: subj,
+            category,
+            contact,
+            expires_at,
+            now,
+        } => {
             let open = sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE agency_oin = $1 AND subject = $2 AND category = $3 AND withdrawn_at IS NULL"))
                 .bind(agency.to_string())
                 .bind(subj.as_bytes().to_vec())
@@ -496,9 +651,19 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                         .bind(existing.id.clone())
                         .execute(&mut *conn)
                         .await?;
-                    let match_count = matches_on(&mut *conn, agency, subj, *now).await?.len() as u32;
-                    let signal = SignalRow { contact: contact.clone(), refreshed_at: *now, expires_at: *expires_at, ..existing };
-                    return Ok(Ok(Effect::SignalRegistered { signal, refreshed: true, match_count }));
+                    let match_count =
+                        matches_on(&mut *conn, agency, subj, *now).await?.len() as u32;
+                    let signal = SignalRow {
+                        contact: contact.clone(),
+                        refreshed_at: *now,
+                        expires_at: *expires_at,
+                        ..existing
+                    };
+                    return Ok(Ok(Effect::SignalRegistered {
+                        signal,
+                        refreshed: true,
+                        match_count,
+                    }));
                 }
                 // Expired but not yet purged: it ended at its expiry; tell its matches, then start anew.
                 end_by_expiry(conn, &existing).await?;
@@ -519,8 +684,26 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 .await?;
             let matches = matches_on(&mut *conn, agency, subj, *now).await?;
             for m in &matches {
-                notify(conn, &m.agency, NotificationKind::Match, &m.signal_id, Some((new_id, m.level)), None, *now).await?;
-                notify(conn, agency, NotificationKind::Match, new_id, Some((&m.signal_id, m.level)), None, *now).await?;
+                notify(
+                    conn,
+                    &m.agency,
+                    NotificationKind::Match,
+                    &m.signal_id,
+                    Some((new_id, m.level)),
+                    None,
+                    *now,
+                )
+                .await?;
+                notify(
+                    conn,
+                    agency,
+                    NotificationKind::Match,
+                    new_id,
+                    Some((&m.signal_id, m.level)),
+                    None,
+                    *now,
+                )
+                .await?;
             }
             let signal = SignalRow {
                 id: new_id.clone(),
@@ -533,21 +716,52 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 expires_at: *expires_at,
                 withdrawn_at: None,
             };
-            Ok(Ok(Effect::SignalRegistered { signal, refreshed: false, match_count: matches.len() as u32 }))
+            Ok(Ok(Effect::SignalRegistered {
+                signal,
+                refreshed: false,
+                match_count: matches.len() as u32,
+            }))
         }
-        Mutation::WithdrawSignal { agency, signal_id, now } => {
-            let own = signal_by_id(conn, signal_id).await?.filter(|s| s.agency == *agency && s.is_active(*now));
+        Mutation::WithdrawSignal {
+            agency,
+            signal_id,
+            now,
+        } => {
+            let own = signal_by_id(conn, signal_id)
+                .await?
+                .filter(|s| s.agency == *agency && s.is_active(*now));
             let Some(sig) = own else {
-                return Ok(Err(Rejection::NotFound("no active signal of this agency with that id".into())));
+                return Ok(Err(Rejection::NotFound(
+                    "no active signal of this agency with that id".into(),
+                )));
             };
             let matches = matches_on(&mut *conn, agency, &sig.subject, *now).await?;
-            sqlx::query("UPDATE signals SET withdrawn_at = $1 WHERE id = $2").bind(micros(*now)).bind(sig.id.clone()).execute(&mut *conn).await?;
+            sqlx::query("UPDATE signals SET withdrawn_at = $1 WHERE id = $2")
+                .bind(micros(*now))
+                .bind(sig.id.clone())
+                .execute(&mut *conn)
+                .await?;
             for m in &matches {
-                notify(conn, &m.agency, NotificationKind::MatchEnded, &m.signal_id, Some((&sig.id, m.level)), None, *now).await?;
+                notify(
+                    conn,
+                    &m.agency,
+                    NotificationKind::MatchEnded,
+                    &m.signal_id,
+                    Some((&sig.id, m.level)),
+                    None,
+                    *now,
+                )
+                .await?;
             }
             Ok(Ok(Effect::SignalWithdrawn { at: *now }))
         }
-        Mutation::DeclareHousehold { agency, household_ref, new_id, members, now } => {
+        Mutation::DeclareHousehold {
+            agency,
+            household_ref,
+            new_id,
+            members,
+            now,
+        } => {
             let existing: Option<String> = sqlx::query("SELECT id FROM households WHERE agency_oin = $1 AND household_ref = $2 AND dissolved_at IS NULL")
                 .bind(agency.to_string())
                 .bind(household_ref.clone())
@@ -556,14 +770,18 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 .map(|r| r.try_get(0))
                 .transpose()?;
             let id = existing.clone().unwrap_or_else(|| new_id.clone());
-            let mut affected: BTreeSet<SubjectPseudonym> = members.iter().map(|m| m.subject).collect();
+            let mut affected: BTreeSet<SubjectPseudonym> =
+                members.iter().map(|m| m.subject).collect();
             if let Some(old) = &existing {
                 affected.extend(household_subjects(conn, old).await?);
             }
             let before = pairs(conn, &affected, *now).await?;
             match &existing {
                 Some(old) => {
-                    sqlx::query("DELETE FROM household_members WHERE household_id = $1").bind(old.clone()).execute(&mut *conn).await?;
+                    sqlx::query("DELETE FROM household_members WHERE household_id = $1")
+                        .bind(old.clone())
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 None => {
                     sqlx::query("INSERT INTO households (id, agency_oin, household_ref, declared_at, dissolved_at) VALUES ($1, $2, $3, $4, $5)")
@@ -586,9 +804,18 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
             }
             let after = pairs(conn, &affected, *now).await?;
             notify_diff(conn, &before, &after, &id, *now).await?;
-            Ok(Ok(Effect::HouseholdDeclared { household_id: id, replaced: existing.is_some(), member_count: members.len() as u32, at: *now }))
+            Ok(Ok(Effect::HouseholdDeclared {
+                household_id: id,
+                replaced: existing.is_some(),
+                member_count: members.len() as u32,
+                at: *now,
+            }))
         }
-        Mutation::DissolveHousehold { agency, household_ref, now } => {
+        Mutation::DissolveHousehold {
+            agency,
+            household_ref,
+            now,
+        } => {
             let existing: Option<String> = sqlx::query("SELECT id FROM households WHERE agency_oin = $1 AND household_ref = $2 AND dissolved_at IS NULL")
                 .bind(agency.to_string())
                 .bind(household_ref.clone())
@@ -597,11 +824,17 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 .map(|r| r.try_get(0))
                 .transpose()?;
             let Some(id) = existing else {
-                return Ok(Err(Rejection::NotFound("no live household with that reference declared by this agency".into())));
+                return Ok(Err(Rejection::NotFound(
+                    "no live household with that reference declared by this agency".into(),
+                )));
             };
             let affected = household_subjects(conn, &id).await?;
             let before = pairs(conn, &affected, *now).await?;
-            sqlx::query("UPDATE households SET dissolved_at = $1 WHERE id = $2").bind(micros(*now)).bind(id.clone()).execute(&mut *conn).await?;
+            sqlx::query("UPDATE households SET dissolved_at = $1 WHERE id = $2")
+                .bind(micros(*now))
+                .bind(id.clone())
+                .execute(&mut *conn)
+                .await?;
             let after = pairs(conn, &affected, *now).await?;
             notify_diff(conn, &before, &after, &id, *now).await?;
             Ok(Ok(Effect::HouseholdDissolved { at: *now }))
@@ -626,14 +859,18 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
             Ok(Ok(Effect::ConsentRecorded { consent: c.clone() }))
         }
         Mutation::WithdrawConsent { consent_id, now } => {
-            let done = sqlx::query("UPDATE consents SET withdrawn_at = $1 WHERE id = $2 AND withdrawn_at IS NULL")
-                .bind(micros(*now))
-                .bind(consent_id.clone())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+            let done = sqlx::query(
+                "UPDATE consents SET withdrawn_at = $1 WHERE id = $2 AND withdrawn_at IS NULL",
+            )
+            .bind(micros(*now))
+            .bind(consent_id.clone())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
             if done == 0 {
-                return Ok(Err(Rejection::NotFound("no active consent with that id".into())));
+                return Ok(Err(Rejection::NotFound(
+                    "no active consent with that id".into(),
+                )));
             }
             Ok(Ok(Effect::ConsentWithdrawn { at: *now }))
         }
@@ -650,10 +887,21 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 .bind(cutoff)
                 .execute(&mut *conn)
                 .await?;
-            let signals = sqlx::query("DELETE FROM signals WHERE withdrawn_at <= $1").bind(cutoff).execute(&mut *conn).await?.rows_affected();
+            let signals = sqlx::query("DELETE FROM signals WHERE withdrawn_at <= $1")
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             sqlx::query("DELETE FROM household_members WHERE household_id IN (SELECT id FROM households WHERE dissolved_at <= $1)").bind(cutoff).execute(&mut *conn).await?;
-            let households = sqlx::query("DELETE FROM households WHERE dissolved_at <= $1").bind(cutoff).execute(&mut *conn).await?.rows_affected();
-            Ok(Ok(Effect::Purged { signals: signals + expired.len() as u64, households }))
+            let households = sqlx::query("DELETE FROM households WHERE dissolved_at <= $1")
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(Ok(Effect::Purged {
+                signals: signals + expired.len() as u64,
+                households,
+            }))
         }
     }
 }
@@ -662,9 +910,21 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
 async fn end_by_expiry(conn: &mut AnyConnection, sig: &SignalRow) -> Result<(), StoreError> {
     let just_before = sig.expires_at - time::Duration::microseconds(1);
     for m in matches_on(&mut *conn, &sig.agency, &sig.subject, just_before).await? {
-        notify(conn, &m.agency, NotificationKind::MatchEnded, &m.signal_id, Some((&sig.id, m.level)), None, sig.expires_at).await?;
+        notify(
+            conn,
+            &m.agency,
+            NotificationKind::MatchEnded,
+            &m.signal_id,
+            Some((&sig.id, m.level)),
+            None,
+            sig.expires_at,
+        )
+        .await?;
     }
-    sqlx::query("UPDATE signals SET withdrawn_at = expires_at WHERE id = $1").bind(sig.id.clone()).execute(&mut *conn).await?;
+    sqlx::query("UPDATE signals SET withdrawn_at = expires_at WHERE id = $1")
+        .bind(sig.id.clone())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -729,7 +989,9 @@ impl Backend for SqlBackend {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "change listener cannot connect; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener cannot connect; retrying")
+                    }
                 }
                 if changes.is_closed() {
                     return;
@@ -739,22 +1001,37 @@ impl Backend for SqlBackend {
         });
     }
 
+    async fn close(&self) {
+        if let Some(conn) = self.write.lock().await.take() {
+            let _ = conn.close().await;
+        }
+        self.read.close().await;
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.read).await?;
         Ok(())
     }
 
     async fn signal(&self, id: &str) -> Result<Option<SignalRow>, StoreError> {
-        sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = $1"))
-            .bind(id.to_owned())
-            .fetch_optional(&self.read)
-            .await?
-            .as_ref()
-            .map(signal_row)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = $1"
+        ))
+        .bind(id.to_owned())
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(signal_row)
+        .transpose()
     }
 
-    async fn list_signals(&self, agency: &Oin, now: OffsetDateTime, after: Option<(OffsetDateTime, String)>, limit: u32) -> Result<Vec<SignalRow>, StoreError> {
+    async fn list_signals(
+        &self,
+        agency: &Oin,
+        now: OffsetDateTime,
+        after: Option<(OffsetDateTime, String)>,
+        limit: u32,
+    ) -> Result<Vec<SignalRow>, StoreError> {
         let rows = match after {
             None => sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE agency_oin = $1 AND withdrawn_at IS NULL AND expires_at > $2 ORDER BY registered_at DESC, id DESC LIMIT $3"))
                 .bind(agency.to_string())
@@ -774,7 +1051,25 @@ impl Backend for SqlBackend {
         rows.iter().map(signal_row).collect()
     }
 
-    async fn is_involved(&self, agency: &Oin, subject: &SubjectPseudonym, now: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn purge_due(&self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let cutoff = micros(now - ENDED_GRACE);
+        Ok(sqlx::query(
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM signals WHERE (withdrawn_at IS NULL AND expires_at <= $1) OR withdrawn_at <= $2) \
+             OR EXISTS (SELECT 1 FROM households WHERE dissolved_at <= $2)",
+        )
+        .bind(micros(now))
+        .bind(cutoff)
+        .fetch_optional(&self.read)
+        .await?
+        .is_some())
+    }
+
+    async fn is_involved(
+        &self,
+        agency: &Oin,
+        subject: &SubjectPseudonym,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         Ok(sqlx::query("SELECT 1 FROM signals WHERE agency_oin = $1 AND subject = $2 AND withdrawn_at IS NULL AND expires_at > $3 LIMIT 1")
             .bind(agency.to_string())
             .bind(subject.as_bytes().to_vec())
@@ -784,7 +1079,11 @@ impl Backend for SqlBackend {
             .is_some())
     }
 
-    async fn matches(&self, signal: &SignalRow, now: OffsetDateTime) -> Result<Vec<MatchRow>, StoreError> {
+    async fn matches(
+        &self,
+        signal: &SignalRow,
+        now: OffsetDateTime,
+    ) -> Result<Vec<MatchRow>, StoreError> {
         matches_on(&self.read, &signal.agency, &signal.subject, now).await
     }
 
@@ -797,16 +1096,21 @@ impl Backend for SqlBackend {
     }
 
     async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError> {
-        sqlx::query(&format!("SELECT {CONSENT_COLUMNS} FROM consents c WHERE c.id = $1"))
-            .bind(id.to_owned())
-            .fetch_optional(&self.read)
-            .await?
-            .as_ref()
-            .map(consent_row)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {CONSENT_COLUMNS} FROM consents c WHERE c.id = $1"
+        ))
+        .bind(id.to_owned())
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(consent_row)
+        .transpose()
     }
 
-    async fn consents_concerning(&self, subject: &SubjectPseudonym) -> Result<Vec<ConsentRecord>, StoreError> {
+    async fn consents_concerning(
+        &self,
+        subject: &SubjectPseudonym,
+    ) -> Result<Vec<ConsentRecord>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {CONSENT_COLUMNS} FROM consents c WHERE c.subject = $1
              UNION
@@ -825,7 +1129,12 @@ impl Backend for SqlBackend {
         Ok(out)
     }
 
-    async fn consents_for_agency(&self, agency: &Oin, now: OffsetDateTime, include_inactive: bool) -> Result<Vec<ConsentRecord>, StoreError> {
+    async fn consents_for_agency(
+        &self,
+        agency: &Oin,
+        now: OffsetDateTime,
+        include_inactive: bool,
+    ) -> Result<Vec<ConsentRecord>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT subject FROM signals WHERE agency_oin = $1 AND withdrawn_at IS NULL AND expires_at > $2")
             .bind(agency.to_string())
             .bind(micros(now))
@@ -844,7 +1153,12 @@ impl Backend for SqlBackend {
         Ok(out)
     }
 
-    async fn notifications_after(&self, recipient: &Oin, after: u64, limit: u32) -> Result<Vec<NotificationRow>, StoreError> {
+    async fn notifications_after(
+        &self,
+        recipient: &Oin,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT n.cursor, n.kind, n.recipient_signal_id, r.subject, n.other_signal_id, o.agency_oin, o.subject, o.category, o.contact_team, o.contact_phone, o.contact_email, o.registered_at, n.level, n.household_id, n.coordination_event, n.occurred_at
                FROM notifications n
@@ -865,17 +1179,27 @@ impl Backend for SqlBackend {
                     signal_id: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
                     agency: oin(agency)?,
                     subject: subject(r.try_get(6)?)?,
-                    category: Category::from_code(&r.try_get::<String, _>(7)?).ok_or_else(|| corrupt("category"))?,
-                    contact: ContactPoint { team: r.try_get(8)?, phone: r.try_get(9)?, email: r.try_get(10)? },
+                    category: Category::from_code(&r.try_get::<String, _>(7)?)
+                        .ok_or_else(|| corrupt("category"))?,
+                    contact: ContactPoint {
+                        team: r.try_get(8)?,
+                        phone: r.try_get(9)?,
+                        email: r.try_get(10)?,
+                    },
                     since: from_micros(r.try_get(11)?),
-                    level: if r.try_get::<Option<i64>, _>(12)? == Some(2) { MatchLevel::Household } else { MatchLevel::Subject },
+                    level: if r.try_get::<Option<i64>, _>(12)? == Some(2) {
+                        MatchLevel::Household
+                    } else {
+                        MatchLevel::Subject
+                    },
                 }),
                 None => None,
             };
             out.push(NotificationRow {
                 cursor: r.try_get::<i64, _>(0)? as u64,
                 recipient: recipient.clone(),
-                kind: NotificationKind::from_code(&r.try_get::<String, _>(1)?).ok_or_else(|| corrupt("notification kind"))?,
+                kind: NotificationKind::from_code(&r.try_get::<String, _>(1)?)
+                    .ok_or_else(|| corrupt("notification kind"))?,
                 recipient_signal_id: r.try_get(2)?,
                 recipient_subject: subject(r.try_get(3)?)?,
                 other,
@@ -897,13 +1221,24 @@ impl Backend for SqlBackend {
     }
 
     async fn head(&self) -> Result<(u64, [u8; 32]), StoreError> {
-        match sqlx::query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1").fetch_optional(&self.read).await? {
-            Some(row) => Ok((row.try_get::<i64, _>(0)? as u64, hash32(row.try_get(1)?, "head")?)),
+        match sqlx::query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.read)
+            .await?
+        {
+            Some(row) => Ok((
+                row.try_get::<i64, _>(0)? as u64,
+                hash32(row.try_get(1)?, "head")?,
+            )),
             None => Ok((0, GENESIS_HASH)),
         }
     }
 
-    async fn query_log(&self, filter: &LogFilter, after_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError> {
+    async fn query_log(
+        &self,
+        filter: &LogFilter,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
         let mut sql = format!("SELECT {RECORD_COLUMNS} FROM access_log a WHERE a.seq > $1");
         let mut n = 1;
         let mut next = || {
@@ -911,7 +1246,10 @@ impl Backend for SqlBackend {
             format!("${n}")
         };
         if filter.subject.is_some() {
-            sql.push_str(&format!(" AND a.seq IN (SELECT seq FROM access_log_subjects WHERE subject = {})", next()));
+            sql.push_str(&format!(
+                " AND a.seq IN (SELECT seq FROM access_log_subjects WHERE subject = {})",
+                next()
+            ));
         }
         for (present, column) in [
             (filter.household_id.is_some(), "a.household_id"),
@@ -939,7 +1277,12 @@ impl Backend for SqlBackend {
         if let Some(s) = &filter.subject {
             q = q.bind(s.as_bytes().to_vec());
         }
-        for v in [&filter.household_id, &filter.agency_oin, &filter.actor_id, &filter.action] {
+        for v in [
+            &filter.household_id,
+            &filter.agency_oin,
+            &filter.actor_id,
+            &filter.action,
+        ] {
             if let Some(v) = v {
                 q = q.bind(v.clone());
             }
@@ -960,7 +1303,12 @@ impl Backend for SqlBackend {
         rows.iter().map(record_row).collect()
     }
 
-    async fn export_log(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<AccessRecord>, StoreError> {
+    async fn export_log(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {RECORD_COLUMNS} FROM access_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"))
             .bind(cursor(from_seq))
             .bind(cursor(to_seq))
@@ -982,19 +1330,30 @@ impl Backend for SqlBackend {
     }
 
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError> {
-        let rows = sqlx::query("SELECT note, signature FROM checkpoints ORDER BY tree_size DESC LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT note, signature FROM checkpoints ORDER BY tree_size DESC LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
         rows.iter()
             .map(|r| {
-                let body = signaalpoort_core::access_log::CheckpointBody::parse_note(&r.try_get::<String, _>(0)?).map_err(|e| corrupt(e.to_string()))?;
-                Ok(SignedCheckpoint { body, signature: r.try_get(1)? })
+                let body = signaalpoort_core::access_log::CheckpointBody::parse_note(
+                    &r.try_get::<String, _>(0)?,
+                )
+                .map_err(|e| corrupt(e.to_string()))?;
+                Ok(SignedCheckpoint {
+                    body,
+                    signature: r.try_get(1)?,
+                })
             })
             .collect()
     }
 
-    async fn bulk_load(&self, households: &[(String, String, Oin, Vec<HouseholdMember>)], signals: &[SignalRow]) -> Result<(), StoreError> {
+    async fn bulk_load(
+        &self,
+        households: &[(String, String, Oin, Vec<HouseholdMember>)],
+        signals: &[SignalRow],
+    ) -> Result<(), StoreError> {
         let mut guard = self.write.lock().await;
         let conn = self.writer(&mut guard).await?;
         let mut tx = conn.begin().await?;
@@ -1002,23 +1361,48 @@ impl Backend for SqlBackend {
             let mut sql = String::from("INSERT INTO households (id, agency_oin, household_ref, declared_at, dissolved_at) VALUES ");
             for i in 0..chunk.len() {
                 let b = i * 4;
-                sql.push_str(&format!("{}(${}, ${}, ${}, ${}, NULL)", if i > 0 { ", " } else { "" }, b + 1, b + 2, b + 3, b + 4));
+                sql.push_str(&format!(
+                    "{}(${}, ${}, ${}, ${}, NULL)",
+                    if i > 0 { ", " } else { "" },
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4
+                ));
             }
             let mut q = sqlx::query(&sql);
             for (id, reference, agency, _) in chunk {
-                q = q.bind(id.clone()).bind(agency.to_string()).bind(reference.clone()).bind(micros(OffsetDateTime::now_utc()));
+                q = q
+                    .bind(id.clone())
+                    .bind(agency.to_string())
+                    .bind(reference.clone())
+                    .bind(micros(OffsetDateTime::now_utc()));
             }
             q.execute(&mut *tx).await?;
-            let members: Vec<(&String, &HouseholdMember)> = chunk.iter().flat_map(|(id, _, _, ms)| ms.iter().map(move |m| (id, m))).collect();
+            let members: Vec<(&String, &HouseholdMember)> = chunk
+                .iter()
+                .flat_map(|(id, _, _, ms)| ms.iter().map(move |m| (id, m)))
+                .collect();
             for part in members.chunks(1000) {
-                let mut sql = String::from("INSERT INTO household_members (household_id, subject, protected) VALUES ");
+                let mut sql = String::from(
+                    "INSERT INTO household_members (household_id, subject, protected) VALUES ",
+                );
                 for i in 0..part.len() {
                     let b = i * 3;
-                    sql.push_str(&format!("{}(${}, ${}, ${})", if i > 0 { ", " } else { "" }, b + 1, b + 2, b + 3));
+                    sql.push_str(&format!(
+                        "{}(${}, ${}, ${})",
+                        if i > 0 { ", " } else { "" },
+                        b + 1,
+                        b + 2,
+                        b + 3
+                    ));
                 }
                 let mut q = sqlx::query(&sql);
                 for (id, m) in part {
-                    q = q.bind((*id).clone()).bind(m.subject.as_bytes().to_vec()).bind(m.protected);
+                    q = q
+                        .bind((*id).clone())
+                        .bind(m.subject.as_bytes().to_vec())
+                        .bind(m.protected);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -1028,7 +1412,11 @@ impl Backend for SqlBackend {
             for i in 0..chunk.len() {
                 let b = i * 10;
                 let ps: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
-                sql.push_str(&format!("{}({}, NULL)", if i > 0 { ", " } else { "" }, ps.join(", ")));
+                sql.push_str(&format!(
+                    "{}({}, NULL)",
+                    if i > 0 { ", " } else { "" },
+                    ps.join(", ")
+                ));
             }
             let mut q = sqlx::query(&sql);
             for s in chunk {

@@ -9,7 +9,8 @@ use crate::StoreError;
 /// Creates database `name` on the server of `admin_url` and returns its URL.
 pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await?;
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await?;
     let base = match admin_url.rfind('/') {
         Some(i) if i > "postgres://".len() => &admin_url[..i],
         _ => admin_url,
@@ -25,14 +26,20 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
 pub async fn fresh_postgres_url() -> Option<String> {
     let required = std::env::var("SIGNAALPOORT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
     let Ok(admin) = std::env::var("SIGNAALPOORT_TEST_DATABASE_URL") else {
-        assert!(!required, "SIGNAALPOORT_REQUIRE_POSTGRES=1 but SIGNAALPOORT_TEST_DATABASE_URL is not set");
+        assert!(
+            !required,
+            "SIGNAALPOORT_REQUIRE_POSTGRES=1 but SIGNAALPOORT_TEST_DATABASE_URL is not set"
+        );
         return None;
     };
     let name = format!("sp_test_{}", uuid::Uuid::new_v4().simple());
     match create_database(&admin, &name).await {
         Ok(url) => Some(url),
         Err(e) => {
-            assert!(!required, "PostgreSQL at SIGNAALPOORT_TEST_DATABASE_URL is required but unusable: {e}");
+            assert!(
+                !required,
+                "PostgreSQL at SIGNAALPOORT_TEST_DATABASE_URL is required but unusable: {e}"
+            );
             eprintln!("postgres suite skipped: {e}");
             None
         }

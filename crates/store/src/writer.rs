@@ -12,7 +12,10 @@ use std::sync::Arc;
 use signaalpoort_core::access_log::{DecisionCode, RecordDraft};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Backend, ChangeCursor, Committed, Effect, Mutation, Outcome, Rejection, StoreError, WriteRequest};
+use crate::{
+    Backend, ChangeCursor, Committed, Effect, Mutation, Outcome, Rejection, StoreError,
+    WriteRequest,
+};
 
 struct Job {
     request: WriteRequest,
@@ -97,7 +100,9 @@ pub(crate) fn spawn(
 
 /// Whether a batch may have created notifications or alerts, to wake the right watchers.
 fn touched_streams(requests: &[WriteRequest]) -> (bool, bool) {
-    let notifications = requests.iter().any(|r| !matches!(r.mutation, Mutation::None | Mutation::RecordConsent(_)));
+    let notifications = requests
+        .iter()
+        .any(|r| !matches!(r.mutation, Mutation::None | Mutation::RecordConsent(_)));
     let alerts = requests
         .iter()
         .any(|r| !r.alerts.is_empty() || r.record.flagged_for_review);

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
@@ -17,7 +17,10 @@ pub enum PkiError {
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// An example agency of the dev PKI. Roles are not here: they live in the gateway's registry.
@@ -31,15 +34,35 @@ pub struct DevAgency {
 /// The six example agencies, with test OINs (prefix 00000099).
 pub fn default_dev_agencies() -> Vec<DevAgency> {
     [
-        ("gemeente-groningen", "Gemeente Groningen", "00000099001234560001"),
+        (
+            "gemeente-groningen",
+            "Gemeente Groningen",
+            "00000099001234560001",
+        ),
         ("wij-groningen", "WIJ Groningen", "00000099001234560002"),
         ("ggd-groningen", "GGD Groningen", "00000099001234560003"),
-        ("veilig-thuis-groningen", "Veilig Thuis Groningen", "00000099001234560004"),
-        ("jeugdhulp-accare", "Accare Jeugdhulp", "00000099001234560005"),
-        ("auditor", "Functionaris Gegevensbescherming", "00000099001234560006"),
+        (
+            "veilig-thuis-groningen",
+            "Veilig Thuis Groningen",
+            "00000099001234560004",
+        ),
+        (
+            "jeugdhulp-accare",
+            "Accare Jeugdhulp",
+            "00000099001234560005",
+        ),
+        (
+            "auditor",
+            "Functionaris Gegevensbescherming",
+            "00000099001234560006",
+        ),
     ]
     .into_iter()
-    .map(|(slug, name, oin)| DevAgency { slug: slug.into(), name: name.into(), oin: oin.into() })
+    .map(|(slug, name, oin)| DevAgency {
+        slug: slug.into(),
+        name: name.into(),
+        oin: oin.into(),
+    })
     .collect()
 }
 
@@ -68,7 +91,10 @@ impl DevPki {
 }
 
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -97,7 +123,11 @@ fn ca_params(name: &str) -> CertificateParams {
     dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, "Signaalpoort development");
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3650);
@@ -105,13 +135,22 @@ fn ca_params(name: &str) -> CertificateParams {
     params
 }
 
-fn client_params(name: &str, oin: &str, serial: u64, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<CertificateParams, PkiError> {
+fn client_params(
+    name: &str,
+    oin: &str,
+    serial: u64,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     dn.push(DnType::OrganizationName, name);
     // serialNumber (2.5.4.5) carries the OIN, as in PKIoverheid certificates.
-    dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), DnValue::PrintableString(oin.try_into()?));
+    dn.push(
+        DnType::CustomDnType(vec![2, 5, 4, 5]),
+        DnValue::PrintableString(oin.try_into()?),
+    );
     params.distinguished_name = dn;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -125,12 +164,17 @@ fn client_params(name: &str, oin: &str, serial: u64, not_before: OffsetDateTime,
 fn server_params(names: &[String]) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names.first().map(String::as_str).unwrap_or("localhost"));
+    dn.push(
+        DnType::CommonName,
+        names.first().map(String::as_str).unwrap_or("localhost"),
+    );
     params.distinguished_name = dn;
     for name in names {
         match name.parse::<IpAddr>() {
             Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
-            Err(_) => params.subject_alt_names.push(SanType::DnsName(name.as_str().try_into()?)),
+            Err(_) => params
+                .subject_alt_names
+                .push(SanType::DnsName(name.as_str().try_into()?)),
         }
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -145,13 +189,18 @@ fn server_params(names: &[String]) -> Result<CertificateParams, PkiError> {
 
 /// Loads the dev CA from `dir` to sign more certificates.
 fn dev_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
-    let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|source| PkiError::Io { path: p, source });
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).map_err(|source| PkiError::Io { path: p, source });
     let key = KeyPair::from_pem(&read(dir.join("ca.key"))?)?;
     Ok(Issuer::from_ca_cert_pem(&read(dir.join("ca.pem"))?, key)?)
 }
 
 /// Generates the whole dev PKI into `dir`. Private keys get mode 0600.
-pub fn generate_dev_pki(dir: &Path, agencies: &[DevAgency], server_names: &[String]) -> Result<DevPki, PkiError> {
+pub fn generate_dev_pki(
+    dir: &Path,
+    agencies: &[DevAgency],
+    server_names: &[String],
+) -> Result<DevPki, PkiError> {
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params("Signaalpoort Dev CA").self_signed(&ca_key)?;
     write(&dir.join("ca.pem"), &ca_cert.pem(), false)?;
@@ -160,29 +209,80 @@ pub fn generate_dev_pki(dir: &Path, agencies: &[DevAgency], server_names: &[Stri
 
     let now = OffsetDateTime::now_utc();
     for (i, agency) in agencies.iter().enumerate() {
-        issue_client_cert(dir, &dir.join("agencies"), &agency.slug, &agency.name, &agency.oin, 1000 + i as u64, now - Duration::days(1), now + Duration::days(825))?;
+        issue_client_cert(
+            dir,
+            &dir.join("agencies"),
+            &agency.slug,
+            &agency.name,
+            &agency.oin,
+            1000 + i as u64,
+            now - Duration::days(1),
+            now + Duration::days(825),
+        )?;
     }
 
     // Negative fixtures.
     let neg = dir.join("negative");
-    let first_oin = agencies.first().map(|a| a.oin.as_str()).unwrap_or(UNKNOWN_OIN);
+    let first_oin = agencies
+        .first()
+        .map(|a| a.oin.as_str())
+        .unwrap_or(UNKNOWN_OIN);
     let foreign_key = KeyPair::generate()?;
     let foreign_params = ca_params("Some Other CA");
     let foreign_cert = foreign_params.self_signed(&foreign_key)?;
     write(&neg.join("foreign-ca.pem"), &foreign_cert.pem(), false)?;
     let foreign = Issuer::new(foreign_params, foreign_key);
     let key = KeyPair::generate()?;
-    let cert = client_params("Foreign Agency", first_oin, 5001, now - Duration::days(1), now + Duration::days(365))?.signed_by(&key, &foreign)?;
+    let cert = client_params(
+        "Foreign Agency",
+        first_oin,
+        5001,
+        now - Duration::days(1),
+        now + Duration::days(365),
+    )?
+    .signed_by(&key, &foreign)?;
     write(&neg.join("foreign-client.pem"), &cert.pem(), false)?;
     write(&neg.join("foreign-client.key"), &key.serialize_pem(), true)?;
 
-    issue_client_cert(dir, &neg, "expired-client", "Expired Agency", first_oin, 5002, now - Duration::days(400), now - Duration::days(35))?;
-    issue_client_cert(dir, &neg, "unknown-oin-client", "Unknown Agency", UNKNOWN_OIN, 5003, now - Duration::days(1), now + Duration::days(365))?;
-    issue_client_cert(dir, &neg, "revoked-client", "Revoked Agency", first_oin, 5004, now - Duration::days(1), now + Duration::days(365))?;
+    issue_client_cert(
+        dir,
+        &neg,
+        "expired-client",
+        "Expired Agency",
+        first_oin,
+        5002,
+        now - Duration::days(400),
+        now - Duration::days(35),
+    )?;
+    issue_client_cert(
+        dir,
+        &neg,
+        "unknown-oin-client",
+        "Unknown Agency",
+        UNKNOWN_OIN,
+        5003,
+        now - Duration::days(1),
+        now + Duration::days(365),
+    )?;
+    issue_client_cert(
+        dir,
+        &neg,
+        "revoked-client",
+        "Revoked Agency",
+        first_oin,
+        5004,
+        now - Duration::days(1),
+        now + Duration::days(365),
+    )?;
     write_crl(dir, &neg.join("crl-revoking.pem"), &[5004])?;
     write_crl(dir, &neg.join("crl-empty.pem"), &[])?;
 
-    Ok(DevPki { dir: dir.to_owned(), ca: dir.join("ca.pem"), server_cert: dir.join("server.pem"), server_key: dir.join("server.key") })
+    Ok(DevPki {
+        dir: dir.to_owned(),
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    })
 }
 
 /// Issues (or re-issues) a server certificate signed by the dev CA as `<prefix>.pem|.key`.
@@ -191,14 +291,27 @@ pub fn issue_server_cert(dir: &Path, names: &[String], prefix: &str) -> Result<(
     let key = KeyPair::generate()?;
     let cert = server_params(names)?.signed_by(&key, &issuer)?;
     // Write the key first: a watcher that sees the new certificate must find its key.
-    write(&dir.join(format!("{prefix}.key")), &key.serialize_pem(), true)?;
+    write(
+        &dir.join(format!("{prefix}.key")),
+        &key.serialize_pem(),
+        true,
+    )?;
     write(&dir.join(format!("{prefix}.pem")), &cert.pem(), false)?;
     Ok(())
 }
 
 /// Issues a client certificate signed by the dev CA as `<out>/<slug>.pem|.key`.
 #[allow(clippy::too_many_arguments)]
-pub fn issue_client_cert(dir: &Path, out: &Path, slug: &str, name: &str, oin: &str, serial: u64, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<(), PkiError> {
+pub fn issue_client_cert(
+    dir: &Path,
+    out: &Path,
+    slug: &str,
+    name: &str,
+    oin: &str,
+    serial: u64,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(), PkiError> {
     let issuer = dev_issuer(dir)?;
     let key = KeyPair::generate()?;
     let cert = client_params(name, oin, serial, not_before, not_after)?.signed_by(&key, &issuer)?;

@@ -31,7 +31,8 @@ pub enum IdentityError {
 const SERIAL_NUMBER_OID: &str = "2.5.4.5";
 
 pub fn parse_peer_certificate(der: &[u8]) -> Result<PeerCertificate, IdentityError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
     let oin = cert
         .subject()
         .iter_attributes()

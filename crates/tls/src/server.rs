@@ -67,7 +67,9 @@ pub struct ReloadableTls {
 
 impl std::fmt::Debug for ReloadableTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadableTls").field("files", &self.files).finish()
+        f.debug_struct("ReloadableTls")
+            .field("files", &self.files)
+            .finish()
     }
 }
 
@@ -90,7 +92,10 @@ impl ReloadableTls {
     }
 
     fn loaded(&self) -> Arc<Loaded> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn current_config(&self) -> Arc<ServerConfig> {
@@ -118,11 +123,17 @@ impl ReloadableTls {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
-    TlsError::Invalid { path: path.to_owned(), message: message.into() }
+    TlsError::Invalid {
+        path: path.to_owned(),
+        message: message.into(),
+    }
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -137,7 +148,8 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn not_after(path: &Path, der: &CertificateDer<'_>) -> Result<i64, TlsError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| invalid(path, format!("unparseable certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| invalid(path, format!("unparseable certificate: {e}")))?;
     Ok(cert.validity().not_after.timestamp())
 }
 
@@ -160,7 +172,12 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
         .unwrap_or(0);
     let mut roots = RootCertStore::empty();
     for ca in ca_certs {
-        roots.add(ca).map_err(|e| invalid(&files.client_ca, format!("not a usable CA certificate: {e}")))?;
+        roots.add(ca).map_err(|e| {
+            invalid(
+                &files.client_ca,
+                format!("not a usable CA certificate: {e}"),
+            )
+        })?;
     }
 
     let mut crls = Vec::new();
@@ -168,28 +185,47 @@ fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     for path in &files.crls {
         let pem = read(path)?;
         for crl in rustls_pemfile::crls(&mut pem.as_slice()) {
-            let crl: CertificateRevocationListDer<'static> = crl.map_err(|e| invalid(path, format!("not a PEM CRL: {e}")))?;
-            let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&crl)
-                .map_err(|e| invalid(path, format!("unparseable CRL: {e}")))?;
-            revoked.extend(parsed.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())));
+            let crl: CertificateRevocationListDer<'static> =
+                crl.map_err(|e| invalid(path, format!("not a PEM CRL: {e}")))?;
+            let (_, parsed) =
+                x509_parser::revocation_list::CertificateRevocationList::from_der(&crl)
+                    .map_err(|e| invalid(path, format!("unparseable CRL: {e}")))?;
+            revoked.extend(
+                parsed
+                    .iter_revoked_certificates()
+                    .map(|r| hex::encode(r.raw_serial())),
+            );
             crls.push(crl);
         }
     }
 
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if !crls.is_empty() {
         // An expired CRL is an error, not silently accepted (rustls accepts it by default).
         verifier = verifier.with_crls(crls).enforce_revocation_expiration();
     }
-    let verifier = verifier.build().map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+    let verifier = verifier
+        .build()
+        .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| invalid(&files.private_key, format!("does not match the certificate or is unusable: {e}")))?;
+        .map_err(|e| {
+            invalid(
+                &files.private_key,
+                format!("does not match the certificate or is unusable: {e}"),
+            )
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Loaded { config: Arc::new(config), revoked, server_not_after, ca_not_after })
+    Ok(Loaded {
+        config: Arc::new(config),
+        revoked,
+        server_not_after,
+        ca_not_after,
+    })
 }
 
 /// Who is on the other end of a connection; tonic puts it in every request's extensions.
@@ -213,13 +249,21 @@ impl tonic::transport::server::Connected for TlsConnection {
 }
 
 impl AsyncRead for TlsConnection {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConnection {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -228,7 +272,11 @@ impl AsyncWrite for TlsConnection {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -274,8 +322,16 @@ pub fn tls_incoming(
                             .and_then(|c| c.first())
                             .and_then(|der| parse_peer_certificate(der).ok())
                             .map(Arc::new);
-                        let info = TlsConnectInfo { remote_addr: Some(addr), peer };
-                        let _ = tx.send(Ok(TlsConnection { inner: stream, info })).await;
+                        let info = TlsConnectInfo {
+                            remote_addr: Some(addr),
+                            peer,
+                        };
+                        let _ = tx
+                            .send(Ok(TlsConnection {
+                                inner: stream,
+                                info,
+                            }))
+                            .await;
                     }
                     Ok(Err(e)) => tracing::debug!(%addr, error = %e, "tls handshake failed"),
                     Err(_) => tracing::debug!(%addr, "tls handshake timed out"),
@@ -289,7 +345,11 @@ pub fn tls_incoming(
 /// Reloads the TLS material when a file in its directories changes (Kubernetes swaps a `..data`
 /// symlink, so directories are watched, not files) or on SIGHUP. Changes are debounced; a new set
 /// that fails validation is logged and the old one kept.
-pub fn spawn_reload_watcher(tls: Arc<ReloadableTls>, files: &TlsFiles, debounce: Duration) -> Result<tokio::task::JoinHandle<()>, TlsError> {
+pub fn spawn_reload_watcher(
+    tls: Arc<ReloadableTls>,
+    files: &TlsFiles,
+    debounce: Duration,
+) -> Result<tokio::task::JoinHandle<()>, TlsError> {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -306,7 +366,9 @@ pub fn spawn_reload_watcher(tls: Arc<ReloadableTls>, files: &TlsFiles, debounce:
     dirs.sort();
     dirs.dedup();
     for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive).map_err(|e| TlsError::Watch(format!("{}: {e}", dir.display())))?;
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| TlsError::Watch(format!("{}: {e}", dir.display())))?;
     }
     Ok(tokio::spawn(async move {
         let _watcher = watcher;
@@ -330,7 +392,9 @@ pub fn spawn_reload_watcher(tls: Arc<ReloadableTls>, files: &TlsFiles, debounce:
             while rx.try_recv().is_ok() {}
             match tls.reload() {
                 Ok(()) => tracing::info!("tls certificates and crls reloaded"),
-                Err(e) => tracing::error!(error = %e, "tls reload failed; keeping the previous certificates"),
+                Err(e) => {
+                    tracing::error!(error = %e, "tls reload failed; keeping the previous certificates")
+                }
             }
         }
     }))

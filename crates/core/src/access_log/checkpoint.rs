@@ -77,7 +77,9 @@ impl SignedCheckpoint {
         let v: serde_json::Value =
             serde_json::from_str(s).map_err(|_| CheckpointError::MalformedNote)?;
         let note = v["note"].as_str().ok_or(CheckpointError::MalformedNote)?;
-        let sig = v["signature"].as_str().ok_or(CheckpointError::MalformedNote)?;
+        let sig = v["signature"]
+            .as_str()
+            .ok_or(CheckpointError::MalformedNote)?;
         Ok(SignedCheckpoint {
             body: CheckpointBody::parse_note(note)?,
             signature: base64::engine::general_purpose::STANDARD
@@ -131,7 +133,12 @@ impl CheckpointSigner {
         &self.key_id
     }
 
-    pub fn sign(&self, tree_size: u64, head_hash: [u8; 32], time: OffsetDateTime) -> SignedCheckpoint {
+    pub fn sign(
+        &self,
+        tree_size: u64,
+        head_hash: [u8; 32],
+        time: OffsetDateTime,
+    ) -> SignedCheckpoint {
         let body = CheckpointBody {
             key_id: self.key_id.clone(),
             tree_size,

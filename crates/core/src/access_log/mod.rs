@@ -6,7 +6,5 @@ mod record;
 mod verify;
 
 pub use checkpoint::{CheckpointBody, CheckpointError, CheckpointSigner, SignedCheckpoint};
-pub use record::{
-    chain_hash, AccessRecord, DecisionCode, RecordDraft, RecordError, GENESIS_HASH,
-};
+pub use record::{chain_hash, AccessRecord, DecisionCode, RecordDraft, RecordError, GENESIS_HASH};
 pub use verify::{verify_export, Problem, ProblemKind, VerifyReport};

@@ -109,7 +109,11 @@ pub fn verify_export<'a>(
             continue;
         }
         let expected = report.records + 1;
-        let fail = |seq, kind| Problem { line: line_no, seq, kind };
+        let fail = |seq, kind| Problem {
+            line: line_no,
+            seq,
+            kind,
+        };
         let Some(parts) = split_line(line) else {
             report.first_problem = Some(fail(None, ProblemKind::Malformed));
             return report;

@@ -33,230 +33,326 @@ impl AuditService for Audit {
     type ExportAccessLogStream = ExportStream;
     type WatchAlertsStream = AlertStream;
 
-    async fn query_access_log(&self, request: Request<pb::QueryAccessLogRequest>) -> Result<Response<pb::QueryAccessLogResponse>, Status> {
+    async fn query_access_log(
+        &self,
+        request: Request<pb::QueryAccessLogRequest>,
+    ) -> Result<Response<pb::QueryAccessLogResponse>, Status> {
         self.0
-            .unary(Action::QueryAccessLog, request, |call, caller, req| async move {
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let gw = call.gateway().clone();
-                let mut v = Violations::default();
-                let mut filter = LogFilter::default();
-                if !req.bsn.is_empty() {
-                    if let Some(bsn) = v.check("bsn", Bsn::parse(&req.bsn)) {
-                        let subject = gw.pseudonyms.pseudonymise(bsn);
-                        call.set_subjects(&[subject]);
-                        filter.subject = Some(subject);
+            .unary(
+                Action::QueryAccessLog,
+                request,
+                |call, caller, req| async move {
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let gw = call.gateway().clone();
+                    let mut v = Violations::default();
+                    let mut filter = LogFilter::default();
+                    if !req.bsn.is_empty() {
+                        if let Some(bsn) = v.check("bsn", Bsn::parse(&req.bsn)) {
+                            let subject = gw.pseudonyms.pseudonymise(bsn);
+                            call.set_subjects(&[subject]);
+                            filter.subject = Some(subject);
+                        }
                     }
-                }
-                filter.household_id = non_empty(&req.household_id);
-                if !req.agency_oin.is_empty() {
-                    filter.agency_oin = v.check("agency_oin", Oin::parse(&req.agency_oin)).map(|o| o.to_string());
-                }
-                filter.actor_id = non_empty(&req.actor_id);
-                filter.action = non_empty(&req.action);
-                filter.reason = non_empty(&req.reason);
-                filter.decision = match pb::Decision::try_from(req.decision) {
-                    Ok(pb::Decision::Allow) => Some(DecisionCode::Allow),
-                    Ok(pb::Decision::Deny) => Some(DecisionCode::Deny),
-                    Ok(pb::Decision::Unspecified) => None,
-                    Err(_) => {
-                        v.add("decision", "is not a Decision value");
-                        None
+                    filter.household_id = non_empty(&req.household_id);
+                    if !req.agency_oin.is_empty() {
+                        filter.agency_oin = v
+                            .check("agency_oin", Oin::parse(&req.agency_oin))
+                            .map(|o| o.to_string());
                     }
-                };
-                if let Some(range) = &req.time {
-                    filter.from = range.start.as_ref().and_then(|t| v.check("time.start", from_ts(t)));
-                    filter.until = range.end.as_ref().and_then(|t| v.check("time.end", from_ts(t)));
-                }
-                filter.flagged_only = req.flagged_only;
-                let limit = match req.page_size {
-                    0 => 100,
-                    n if n > 1000 => {
-                        v.add("page_size", "must be at most 1000");
-                        1000
+                    filter.actor_id = non_empty(&req.actor_id);
+                    filter.action = non_empty(&req.action);
+                    filter.reason = non_empty(&req.reason);
+                    filter.decision = match pb::Decision::try_from(req.decision) {
+                        Ok(pb::Decision::Allow) => Some(DecisionCode::Allow),
+                        Ok(pb::Decision::Deny) => Some(DecisionCode::Deny),
+                        Ok(pb::Decision::Unspecified) => None,
+                        Err(_) => {
+                            v.add("decision", "is not a Decision value");
+                            None
+                        }
+                    };
+                    if let Some(range) = &req.time {
+                        filter.from = range
+                            .start
+                            .as_ref()
+                            .and_then(|t| v.check("time.start", from_ts(t)));
+                        filter.until = range
+                            .end
+                            .as_ref()
+                            .and_then(|t| v.check("time.end", from_ts(t)));
                     }
-                    n => n,
-                };
-                let after = if req.page_token.is_empty() { 0 } else { v.check("page_token", req.page_token.parse::<u64>().map_err(|_| "is not a token from a previous response")).unwrap_or(0) };
-                v.finish()?;
-                let rows = gw.store.read().query_log(&filter, after, limit + 1).await?;
-                let more = rows.len() > limit as usize;
-                let rows = &rows[..rows.len().min(limit as usize)];
-                Ok(pb::QueryAccessLogResponse {
-                    records: rows.iter().map(record_to_pb).collect(),
-                    next_page_token: match (more, rows.last()) {
-                        (true, Some(last)) => last.seq.to_string(),
-                        _ => String::new(),
-                    },
-                })
-            })
+                    filter.flagged_only = req.flagged_only;
+                    let limit = match req.page_size {
+                        0 => 100,
+                        n if n > 1000 => {
+                            v.add("page_size", "must be at most 1000");
+                            1000
+                        }
+                        n => n,
+                    };
+                    let after = if req.page_token.is_empty() {
+                        0
+                    } else {
+                        v.check(
+                            "page_token",
+                            req.page_token
+                                .parse::<u64>()
+                                .map_err(|_| "is not a token from a previous response"),
+                        )
+                        .unwrap_or(0)
+                    };
+                    v.finish()?;
+                    let rows = gw.store.read().query_log(&filter, after, limit + 1).await?;
+                    let more = rows.len() > limit as usize;
+                    let rows = &rows[..rows.len().min(limit as usize)];
+                    Ok(pb::QueryAccessLogResponse {
+                        records: rows.iter().map(record_to_pb).collect(),
+                        next_page_token: match (more, rows.last()) {
+                            (true, Some(last)) => last.seq.to_string(),
+                            _ => String::new(),
+                        },
+                    })
+                },
+            )
             .await
     }
 
-    async fn export_access_log(&self, request: Request<pb::ExportAccessLogRequest>) -> Result<Response<ExportStream>, Status> {
+    async fn export_access_log(
+        &self,
+        request: Request<pb::ExportAccessLogRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
         self.0
-            .unary(Action::ExportAccessLog, request, |call, caller, req| async move {
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let gw = call.gateway().clone();
-                let from = req.from_seq.max(1);
-                // A fixed range: the head as it was when the call came in.
-                let (head, _) = gw.store.read().head().await?;
-                let to = if req.to_seq == 0 { head } else { req.to_seq.min(head) };
-                call.set_object(&format!("seq:{from}-{to}"));
-                let (tx, rx) = mpsc::channel(4);
-                tokio::spawn(async move {
-                    let mut next = from;
-                    while next <= to {
-                        let page = match gw.store.read().export_log(next, to, 2000).await {
-                            Ok(p) => p,
-                            Err(e) => {
-                                let _ = tx.send(Err(ApiError::Store(e).into_status())).await;
-                                return;
-                            }
-                        };
-                        let Some(last) = page.last().map(|r| r.seq) else { break };
-                        for record in page {
-                            let line = match record.export_line() {
-                                Ok(l) => l,
+            .unary(
+                Action::ExportAccessLog,
+                request,
+                |call, caller, req| async move {
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let gw = call.gateway().clone();
+                    let from = req.from_seq.max(1);
+                    // A fixed range: the head as it was when the call came in.
+                    let (head, _) = gw.store.read().head().await?;
+                    let to = if req.to_seq == 0 {
+                        head
+                    } else {
+                        req.to_seq.min(head)
+                    };
+                    call.set_object(&format!("seq:{from}-{to}"));
+                    let (tx, rx) = mpsc::channel(4);
+                    tokio::spawn(async move {
+                        let mut next = from;
+                        while next <= to {
+                            let page = match gw.store.read().export_log(next, to, 2000).await {
+                                Ok(p) => p,
                                 Err(e) => {
-                                    let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                                    let _ = tx.send(Err(ApiError::Store(e).into_status())).await;
                                     return;
                                 }
                             };
-                            if tx.send(Ok(pb::ExportAccessLogResponse { line })).await.is_err() {
-                                return;
+                            let Some(last) = page.last().map(|r| r.seq) else {
+                                break;
+                            };
+                            for record in page {
+                                let line = match record.export_line() {
+                                    Ok(l) => l,
+                                    Err(e) => {
+                                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                                        return;
+                                    }
+                                };
+                                if tx
+                                    .send(Ok(pb::ExportAccessLogResponse { line }))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
                             }
+                            next = last + 1;
                         }
-                        next = last + 1;
-                    }
-                });
-                Ok(Box::pin(ReceiverStream::new(rx)) as ExportStream)
-            })
+                    });
+                    Ok(Box::pin(ReceiverStream::new(rx)) as ExportStream)
+                },
+            )
             .await
     }
 
-    async fn list_checkpoints(&self, request: Request<pb::ListCheckpointsRequest>) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+    async fn list_checkpoints(
+        &self,
+        request: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
         self.0
-            .unary(Action::ReadCheckpoints, request, |call, caller, req| async move {
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let gw = call.gateway().clone();
-                let limit = match req.limit {
-                    0 => 100,
-                    n => n.min(1000),
-                };
-                let cps = gw.store.read().checkpoints(limit).await?;
-                Ok(pb::ListCheckpointsResponse {
-                    checkpoints: cps
-                        .iter()
-                        .map(|c| pb::Checkpoint {
-                            tree_size: c.body.tree_size,
-                            head_hash: hex::encode(c.body.head_hash),
-                            time: Some(ts(c.body.time)),
-                            signature: base64::engine::general_purpose::STANDARD.encode(&c.signature),
-                            note: c.body.note(),
-                        })
-                        .collect(),
-                })
-            })
+            .unary(
+                Action::ReadCheckpoints,
+                request,
+                |call, caller, req| async move {
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let gw = call.gateway().clone();
+                    let limit = match req.limit {
+                        0 => 100,
+                        n => n.min(1000),
+                    };
+                    let cps = gw.store.read().checkpoints(limit).await?;
+                    Ok(pb::ListCheckpointsResponse {
+                        checkpoints: cps
+                            .iter()
+                            .map(|c| pb::Checkpoint {
+                                tree_size: c.body.tree_size,
+                                head_hash: hex::encode(c.body.head_hash),
+                                time: Some(ts(c.body.time)),
+                                signature: base64::engine::general_purpose::STANDARD
+                                    .encode(&c.signature),
+                                note: c.body.note(),
+                            })
+                            .collect(),
+                    })
+                },
+            )
             .await
     }
 
-    async fn get_public_key(&self, request: Request<pb::GetPublicKeyRequest>) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
         self.0
-            .unary(Action::ReadCheckpoints, request, |call, caller, _req| async move {
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let gw = call.gateway().clone();
-                Ok(pb::GetPublicKeyResponse {
-                    ed25519_public_key: base64::engine::general_purpose::STANDARD.encode(gw.signer.public_key()),
-                    key_id: gw.signer.key_id().to_owned(),
-                })
-            })
+            .unary(
+                Action::ReadCheckpoints,
+                request,
+                |call, caller, _req| async move {
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let gw = call.gateway().clone();
+                    Ok(pb::GetPublicKeyResponse {
+                        ed25519_public_key: base64::engine::general_purpose::STANDARD
+                            .encode(gw.signer.public_key()),
+                        key_id: gw.signer.key_id().to_owned(),
+                    })
+                },
+            )
             .await
     }
 
-    async fn watch_alerts(&self, request: Request<pb::WatchAlertsRequest>) -> Result<Response<AlertStream>, Status> {
+    async fn watch_alerts(
+        &self,
+        request: Request<pb::WatchAlertsRequest>,
+    ) -> Result<Response<AlertStream>, Status> {
         self.0
-            .unary(Action::WatchAlerts, request, |call, caller, req| async move {
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let gw = call.gateway().clone();
-                let slot = StreamCounter::acquire(&gw, &caller.agency.oin)?;
-                let (tx, rx) = mpsc::channel(16);
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let _gauge = gw.metrics.stream_opened();
-                    if let Err(status) = alert_loop(&gw, req.after_cursor, &tx).await {
-                        let _ = tx.send(Err(status)).await;
-                    }
-                });
-                Ok(Box::pin(ReceiverStream::new(rx)) as AlertStream)
-            })
+            .unary(
+                Action::WatchAlerts,
+                request,
+                |call, caller, req| async move {
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let gw = call.gateway().clone();
+                    let slot = StreamCounter::acquire(&gw, &caller.agency.oin)?;
+                    let (tx, rx) = mpsc::channel(16);
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _gauge = gw.metrics.stream_opened();
+                        if let Err(status) = alert_loop(&gw, req.after_cursor, &tx).await {
+                            let _ = tx.send(Err(status)).await;
+                        }
+                    });
+                    Ok(Box::pin(ReceiverStream::new(rx)) as AlertStream)
+                },
+            )
             .await
     }
 
-    async fn citizen_report(&self, request: Request<pb::CitizenReportRequest>) -> Result<Response<pb::CitizenReportResponse>, Status> {
+    async fn citizen_report(
+        &self,
+        request: Request<pb::CitizenReportRequest>,
+    ) -> Result<Response<pb::CitizenReportResponse>, Status> {
         self.0
-            .unary(Action::CitizenReport, request, |call, caller, req| async move {
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let gw = call.gateway().clone();
-                let mut v = Violations::default();
-                let bsn = v.check("bsn", Bsn::parse(&req.bsn));
-                let (mut from, mut until) = (None, None);
-                if let Some(range) = &req.time {
-                    from = range.start.as_ref().and_then(|t| v.check("time.start", from_ts(t)));
-                    until = range.end.as_ref().and_then(|t| v.check("time.end", from_ts(t)));
-                }
-                let html = match pb::ReportFormat::try_from(req.format) {
-                    Ok(pb::ReportFormat::Html) => true,
-                    Ok(_) => false,
-                    Err(_) => {
-                        v.add("format", "is not a ReportFormat value");
-                        false
+            .unary(
+                Action::CitizenReport,
+                request,
+                |call, caller, req| async move {
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let gw = call.gateway().clone();
+                    let mut v = Violations::default();
+                    let bsn = v.check("bsn", Bsn::parse(&req.bsn));
+                    let (mut from, mut until) = (None, None);
+                    if let Some(range) = &req.time {
+                        from = range
+                            .start
+                            .as_ref()
+                            .and_then(|t| v.check("time.start", from_ts(t)));
+                        until = range
+                            .end
+                            .as_ref()
+                            .and_then(|t| v.check("time.end", from_ts(t)));
                     }
-                };
-                v.finish()?;
-                let Some(bsn) = bsn else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                let subject = gw.pseudonyms.pseudonymise(bsn);
-                call.set_subjects(&[subject]);
-                let mut filters = vec![LogFilter { subject: Some(subject), from, until, ..Default::default() }];
-                if req.include_household {
-                    for h in gw.store.read().households_of(&subject).await? {
-                        filters.push(LogFilter { household_id: Some(h), from, until, ..Default::default() });
+                    let html = match pb::ReportFormat::try_from(req.format) {
+                        Ok(pb::ReportFormat::Html) => true,
+                        Ok(_) => false,
+                        Err(_) => {
+                            v.add("format", "is not a ReportFormat value");
+                            false
+                        }
+                    };
+                    v.finish()?;
+                    let Some(bsn) = bsn else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    let subject = gw.pseudonyms.pseudonymise(bsn);
+                    call.set_subjects(&[subject]);
+                    let mut filters = vec![LogFilter {
+                        subject: Some(subject),
+                        from,
+                        until,
+                        ..Default::default()
+                    }];
+                    if req.include_household {
+                        for h in gw.store.read().households_of(&subject).await? {
+                            filters.push(LogFilter {
+                                household_id: Some(h),
+                                from,
+                                until,
+                                ..Default::default()
+                            });
+                        }
                     }
-                }
-                let mut records: Vec<AccessRecord> = Vec::new();
-                for f in &filters {
-                    let mut after = 0;
-                    loop {
-                        let page = gw.store.read().query_log(f, after, 1000).await?;
-                        let Some(last) = page.last().map(|r| r.seq) else { break };
-                        after = last;
-                        records.extend(page);
+                    let mut records: Vec<AccessRecord> = Vec::new();
+                    for f in &filters {
+                        let mut after = 0;
+                        loop {
+                            let page = gw.store.read().query_log(f, after, 1000).await?;
+                            let Some(last) = page.last().map(|r| r.seq) else {
+                                break;
+                            };
+                            after = last;
+                            records.extend(page);
+                        }
                     }
-                }
-                records.sort_by_key(|r| r.seq);
-                records.dedup_by_key(|r| r.seq);
-                // The report is about care organisations; the auditors' own supervision calls
-                // (including this one) are not part of it.
-                records.retain(|r| r.draft.role != Some(signaalpoort_core::Role::Auditor));
-                let entries = report::entries(&records, |oin| {
-                    Oin::parse(oin)
-                        .ok()
-                        .and_then(|o| gw.registry.get(&o).map(|a| a.name.clone()))
-                        .unwrap_or_else(|| "onbekende organisatie".to_owned())
-                });
-                let now = call.now();
-                let (content, content_type) = if html {
-                    (report::render_html(&entries, now), "text/html; charset=utf-8")
-                } else {
-                    (report::render_text(&entries, now), "text/plain; charset=utf-8")
-                };
-                Ok(pb::CitizenReportResponse {
-                    content,
-                    content_type: content_type.to_owned(),
-                    entry_count: entries.len() as u32,
-                })
-            })
+                    records.sort_by_key(|r| r.seq);
+                    records.dedup_by_key(|r| r.seq);
+                    // The report is about care organisations; the auditors' own supervision calls
+                    // (including this one) are not part of it.
+                    records.retain(|r| r.draft.role != Some(signaalpoort_core::Role::Auditor));
+                    let entries = report::entries(&records, |oin| {
+                        Oin::parse(oin)
+                            .ok()
+                            .and_then(|o| gw.registry.get(&o).map(|a| a.name.clone()))
+                            .unwrap_or_else(|| "onbekende organisatie".to_owned())
+                    });
+                    let now = call.now();
+                    let (content, content_type) = if html {
+                        (
+                            report::render_html(&entries, now),
+                            "text/html; charset=utf-8",
+                        )
+                    } else {
+                        (
+                            report::render_text(&entries, now),
+                            "text/plain; charset=utf-8",
+                        )
+                    };
+                    Ok(pb::CitizenReportResponse {
+                        content,
+                        content_type: content_type.to_owned(),
+                        entry_count: entries.len() as u32,
+                    })
+                },
+            )
             .await
     }
 }
@@ -265,15 +361,25 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-async fn alert_loop(gw: &Arc<Gateway>, mut cursor: u64, tx: &mpsc::Sender<Result<pb::WatchAlertsResponse, Status>>) -> Result<(), Status> {
+async fn alert_loop(
+    gw: &Arc<Gateway>,
+    mut cursor: u64,
+    tx: &mpsc::Sender<Result<pb::WatchAlertsResponse, Status>>,
+) -> Result<(), Status> {
     let mut changes = gw.store.changes();
     let mut shutdown = gw.shutdown.clone();
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(gw.config.limits.watch_heartbeat_secs));
+    let mut heartbeat =
+        tokio::time::interval(Duration::from_secs(gw.config.limits.watch_heartbeat_secs));
     heartbeat.reset();
     loop {
         changes.borrow_and_update();
         loop {
-            let rows = gw.store.read().alerts_after(cursor, 100).await.map_err(|e| ApiError::Store(e).into_status())?;
+            let rows = gw
+                .store
+                .read()
+                .alerts_after(cursor, 100)
+                .await
+                .map_err(|e| ApiError::Store(e).into_status())?;
             let full = rows.len() == 100;
             for a in rows {
                 cursor = a.cursor;
@@ -289,7 +395,14 @@ async fn alert_loop(gw: &Arc<Gateway>, mut cursor: u64, tx: &mpsc::Sender<Result
                     record_seq: a.record_seq,
                     detail: a.detail,
                 };
-                if tx.send(Ok(pb::WatchAlertsResponse { alert: Some(alert), cursor })).await.is_err() {
+                if tx
+                    .send(Ok(pb::WatchAlertsResponse {
+                        alert: Some(alert),
+                        cursor,
+                    }))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }

@@ -19,178 +19,265 @@ pub struct Consents(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl ConsentService for Consents {
-    async fn record_consent(&self, request: Request<pb::RecordConsentRequest>) -> Result<Response<pb::RecordConsentResponse>, Status> {
+    async fn record_consent(
+        &self,
+        request: Request<pb::RecordConsentRequest>,
+    ) -> Result<Response<pb::RecordConsentResponse>, Status> {
         self.0
-            .unary(Action::RecordConsent, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let now = call.now();
-                let mut v = Violations::default();
-                let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id)).flatten();
-                let bsn = v.check("bsn", Bsn::parse(&req.bsn));
-                let birth_date = v.check("birth_date", parse_birth_date(&req.birth_date, now.date()));
-                let mut givers = Vec::new();
-                for (i, g) in req.givers.iter().enumerate() {
-                    match pb::ConsentGiver::try_from(*g) {
-                        Ok(pb::ConsentGiver::Subject) => givers.push(ConsentGiver::Subject),
-                        Ok(pb::ConsentGiver::ParentOrGuardian) => givers.push(ConsentGiver::ParentOrGuardian),
-                        _ => v.add(format!("givers[{i}]"), "must be CONSENT_GIVER_SUBJECT or CONSENT_GIVER_PARENT_OR_GUARDIAN"),
+            .unary(
+                Action::RecordConsent,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let now = call.now();
+                    let mut v = Violations::default();
+                    let request_id = v
+                        .check("request_id", RequestId::parse_optional(&req.request_id))
+                        .flatten();
+                    let bsn = v.check("bsn", Bsn::parse(&req.bsn));
+                    let birth_date =
+                        v.check("birth_date", parse_birth_date(&req.birth_date, now.date()));
+                    let mut givers = Vec::new();
+                    for (i, g) in req.givers.iter().enumerate() {
+                        match pb::ConsentGiver::try_from(*g) {
+                            Ok(pb::ConsentGiver::Subject) => givers.push(ConsentGiver::Subject),
+                            Ok(pb::ConsentGiver::ParentOrGuardian) => {
+                                givers.push(ConsentGiver::ParentOrGuardian)
+                            }
+                            _ => v.add(
+                                format!("givers[{i}]"),
+                                "must be CONSENT_GIVER_SUBJECT or CONSENT_GIVER_PARENT_OR_GUARDIAN",
+                            ),
+                        }
                     }
-                }
-                if req.givers.is_empty() || req.givers.len() > 2 {
-                    v.add("givers", "must name one or two givers");
-                }
-                let mut purposes = Vec::new();
-                for (i, p) in req.purposes.iter().enumerate() {
-                    match purpose_from_pb(*p) {
-                        Some(Purpose::Audit) | None => v.add(format!("purposes[{i}]"), "must be a care purpose (not audit, not unspecified)"),
-                        Some(p) if !purposes.contains(&p) => purposes.push(p),
-                        Some(_) => {}
+                    if req.givers.is_empty() || req.givers.len() > 2 {
+                        v.add("givers", "must name one or two givers");
                     }
-                }
-                if req.purposes.is_empty() {
-                    v.add("purposes", "must name at least one purpose");
-                }
-                let mut roles = Vec::new();
-                for (i, r) in req.roles.iter().enumerate() {
-                    match role_from_pb(*r) {
-                        Some(signaalpoort_core::Role::Auditor) | None => v.add(format!("roles[{i}]"), "must be a care role"),
-                        Some(r) if !roles.contains(&r) => roles.push(r),
-                        Some(_) => {}
+                    let mut purposes = Vec::new();
+                    for (i, p) in req.purposes.iter().enumerate() {
+                        match purpose_from_pb(*p) {
+                            Some(Purpose::Audit) | None => v.add(
+                                format!("purposes[{i}]"),
+                                "must be a care purpose (not audit, not unspecified)",
+                            ),
+                            Some(p) if !purposes.contains(&p) => purposes.push(p),
+                            Some(_) => {}
+                        }
                     }
-                }
-                let mut agencies = Vec::new();
-                for (i, o) in req.agency_oins.iter().enumerate() {
-                    if let Some(oin) = v.check(&format!("agency_oins[{i}]"), Oin::parse(o)) {
-                        agencies.push(oin);
+                    if req.purposes.is_empty() {
+                        v.add("purposes", "must name at least one purpose");
                     }
-                }
-                if req.roles.is_empty() && req.agency_oins.is_empty() {
-                    v.add("roles", "name at least one role or agency that may exchange");
-                }
-                if req.roles.len() + req.agency_oins.len() > 50 {
-                    v.add("agency_oins", "at most 50 roles and agencies together");
-                }
-                let valid_until = match req.valid_until.as_ref().map(from_ts) {
-                    None => {
-                        v.add("valid_until", "is required");
-                        None
+                    let mut roles = Vec::new();
+                    for (i, r) in req.roles.iter().enumerate() {
+                        match role_from_pb(*r) {
+                            Some(signaalpoort_core::Role::Auditor) | None => {
+                                v.add(format!("roles[{i}]"), "must be a care role")
+                            }
+                            Some(r) if !roles.contains(&r) => roles.push(r),
+                            Some(_) => {}
+                        }
                     }
-                    Some(Err(e)) => {
-                        v.add("valid_until", e);
-                        None
+                    let mut agencies = Vec::new();
+                    for (i, o) in req.agency_oins.iter().enumerate() {
+                        if let Some(oin) = v.check(&format!("agency_oins[{i}]"), Oin::parse(o)) {
+                            agencies.push(oin);
+                        }
                     }
-                    Some(Ok(t)) if t <= now => {
-                        v.add("valid_until", "must be in the future");
-                        None
+                    if req.roles.is_empty() && req.agency_oins.is_empty() {
+                        v.add(
+                            "roles",
+                            "name at least one role or agency that may exchange",
+                        );
                     }
-                    Some(Ok(t)) if t > now + MAX_SIGNAL_LIFETIME => {
-                        v.add("valid_until", "must be at most two years ahead");
-                        None
+                    if req.roles.len() + req.agency_oins.len() > 50 {
+                        v.add("agency_oins", "at most 50 roles and agencies together");
                     }
-                    Some(Ok(t)) => Some(t),
-                };
-                let evidence_ref = v.check("evidence_ref", parse_reference(&req.evidence_ref, 100, b"._:/-"));
-                let subject = bsn.map(|b| gw.pseudonyms.pseudonymise(b));
-                if let Some(s) = &subject {
-                    call.set_subjects(&[*s]);
-                }
-                if let Some(r) = &request_id {
-                    call.set_request_id(r.as_str());
-                }
-                v.finish()?;
-                let (Some(subject), Some(birth_date), Some(valid_until), Some(evidence_ref)) = (subject, birth_date, valid_until, evidence_ref) else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                let involved = gw.store.read().is_involved(&caller.agency.oin, &subject, now).await?;
-                call.decide(&caller, None, involved, &ConsentState::None, None)?;
-                let renew_by = check_age_rule(birth_date, now.date(), &givers, valid_until.date()).map_err(|violation| {
-                    call_deny_detail(DenyReason::AgeRuleNotMet, violation.to_string())
-                });
-                let renew_by = match renew_by {
-                    Ok(r) => r,
-                    Err(e) => return Err(e),
-                };
-                let consent = ConsentRecord {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    recorded_by: caller.agency.oin.clone(),
-                    subject,
-                    include_household: req.include_household,
-                    givers,
-                    purposes,
-                    roles,
-                    agencies,
-                    recorded_at: now,
-                    valid_until,
-                    renew_by,
-                    withdrawn_at: None,
-                    evidence_ref,
-                };
-                call.set_object(&format!("consent:{}", consent.id));
-                match call.execute(&caller, Mutation::RecordConsent(consent), request_id.as_ref().map(RequestId::as_str)).await? {
-                    Effect::ConsentRecorded { consent } => Ok(pb::RecordConsentResponse {
-                        consent: Some(consent_to_pb(&gw, &consent)),
-                    }),
-                    other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
-                }
-            })
+                    let valid_until = match req.valid_until.as_ref().map(from_ts) {
+                        None => {
+                            v.add("valid_until", "is required");
+                            None
+                        }
+                        Some(Err(e)) => {
+                            v.add("valid_until", e);
+                            None
+                        }
+                        Some(Ok(t)) if t <= now => {
+                            v.add("valid_until", "must be in the future");
+                            None
+                        }
+                        Some(Ok(t)) if t > now + MAX_SIGNAL_LIFETIME => {
+                            v.add("valid_until", "must be at most two years ahead");
+                            None
+                        }
+                        Some(Ok(t)) => Some(t),
+                    };
+                    let evidence_ref = v.check(
+                        "evidence_ref",
+                        parse_reference(&req.evidence_ref, 100, b"._:/-"),
+                    );
+                    let subject = bsn.map(|b| gw.pseudonyms.pseudonymise(b));
+                    if let Some(s) = &subject {
+                        call.set_subjects(&[*s]);
+                    }
+                    if let Some(r) = &request_id {
+                        call.set_request_id(r.as_str());
+                    }
+                    v.finish()?;
+                    let (Some(subject), Some(birth_date), Some(valid_until), Some(evidence_ref)) =
+                        (subject, birth_date, valid_until, evidence_ref)
+                    else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    let involved = gw
+                        .store
+                        .read()
+                        .is_involved(&caller.agency.oin, &subject, now)
+                        .await?;
+                    call.decide(&caller, None, involved, &ConsentState::None, None)?;
+                    let renew_by =
+                        check_age_rule(birth_date, now.date(), &givers, valid_until.date())
+                            .map_err(|violation| {
+                                call_deny_detail(DenyReason::AgeRuleNotMet, violation.to_string())
+                            });
+                    let renew_by = match renew_by {
+                        Ok(r) => r,
+                        Err(e) => return Err(e),
+                    };
+                    let consent = ConsentRecord {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        recorded_by: caller.agency.oin.clone(),
+                        subject,
+                        include_household: req.include_household,
+                        givers,
+                        purposes,
+                        roles,
+                        agencies,
+                        recorded_at: now,
+                        valid_until,
+                        renew_by,
+                        withdrawn_at: None,
+                        evidence_ref,
+                    };
+                    call.set_object(&format!("consent:{}", consent.id));
+                    match call
+                        .execute(
+                            &caller,
+                            Mutation::RecordConsent(consent),
+                            request_id.as_ref().map(RequestId::as_str),
+                        )
+                        .await?
+                    {
+                        Effect::ConsentRecorded { consent } => Ok(pb::RecordConsentResponse {
+                            consent: Some(consent_to_pb(&gw, &consent)),
+                        }),
+                        other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
+                    }
+                },
+            )
             .await
     }
 
-    async fn withdraw_consent(&self, request: Request<pb::WithdrawConsentRequest>) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
+    async fn withdraw_consent(
+        &self,
+        request: Request<pb::WithdrawConsentRequest>,
+    ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
         self.0
-            .unary(Action::WithdrawConsent, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let now = call.now();
-                let mut v = Violations::default();
-                let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id)).flatten();
-                let consent_id = required_id(&mut v, "consent_id", &req.consent_id);
-                v.finish()?;
-                let Some(consent_id) = consent_id else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                call.set_object(&format!("consent:{consent_id}"));
-                // Unknown and not-yours look the same, so a consent's existence is not revealed.
-                let not_found = || ApiError::NotFound("no active consent with that id that this agency may withdraw".into());
-                let consent = gw.store.read().consent(&consent_id).await?.filter(|c| c.withdrawn_at.is_none());
-                let may = match &consent {
-                    Some(c) if c.recorded_by == caller.agency.oin => true,
-                    Some(c) => gw.store.read().is_involved(&caller.agency.oin, &c.subject, now).await?,
-                    None => false,
-                };
-                if !may {
-                    return Err(not_found());
-                }
-                if let Some(c) = &consent {
-                    call.set_subjects(&[c.subject]);
-                }
-                call.decide(&caller, None, true, &ConsentState::None, None)?;
-                let mutation = Mutation::WithdrawConsent { consent_id, now };
-                match call.execute(&caller, mutation, request_id.as_ref().map(RequestId::as_str)).await? {
-                    Effect::ConsentWithdrawn { at } => Ok(pb::WithdrawConsentResponse { withdrawn_at: Some(ts(at)) }),
-                    other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
-                }
-            })
+            .unary(
+                Action::WithdrawConsent,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let now = call.now();
+                    let mut v = Violations::default();
+                    let request_id = v
+                        .check("request_id", RequestId::parse_optional(&req.request_id))
+                        .flatten();
+                    let consent_id = required_id(&mut v, "consent_id", &req.consent_id);
+                    v.finish()?;
+                    let Some(consent_id) = consent_id else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    call.set_object(&format!("consent:{consent_id}"));
+                    // Unknown and not-yours look the same, so a consent's existence is not revealed.
+                    let not_found = || {
+                        ApiError::NotFound(
+                            "no active consent with that id that this agency may withdraw".into(),
+                        )
+                    };
+                    let consent = gw
+                        .store
+                        .read()
+                        .consent(&consent_id)
+                        .await?
+                        .filter(|c| c.withdrawn_at.is_none());
+                    let may = match &consent {
+                        Some(c) if c.recorded_by == caller.agency.oin => true,
+                        Some(c) => {
+                            gw.store
+                                .read()
+                                .is_involved(&caller.agency.oin, &c.subject, now)
+                                .await?
+                        }
+                        None => false,
+                    };
+                    if !may {
+                        return Err(not_found());
+                    }
+                    if let Some(c) = &consent {
+                        call.set_subjects(&[c.subject]);
+                    }
+                    call.decide(&caller, None, true, &ConsentState::None, None)?;
+                    let mutation = Mutation::WithdrawConsent { consent_id, now };
+                    match call
+                        .execute(
+                            &caller,
+                            mutation,
+                            request_id.as_ref().map(RequestId::as_str),
+                        )
+                        .await?
+                    {
+                        Effect::ConsentWithdrawn { at } => Ok(pb::WithdrawConsentResponse {
+                            withdrawn_at: Some(ts(at)),
+                        }),
+                        other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
+                    }
+                },
+            )
             .await
     }
 
-    async fn list_consents(&self, request: Request<pb::ListConsentsRequest>) -> Result<Response<pb::ListConsentsResponse>, Status> {
+    async fn list_consents(
+        &self,
+        request: Request<pb::ListConsentsRequest>,
+    ) -> Result<Response<pb::ListConsentsResponse>, Status> {
         self.0
-            .unary(Action::ListConsents, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let consents = gw.store.read().consents_for_agency(&caller.agency.oin, call.now(), req.include_inactive).await?;
-                let subjects: Vec<_> = consents.iter().map(|c| c.subject).collect();
-                call.set_subjects(&subjects);
-                Ok(pb::ListConsentsResponse {
-                    consents: consents.iter().map(|c| consent_to_pb(&gw, c)).collect(),
-                })
-            })
+            .unary(
+                Action::ListConsents,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let consents = gw
+                        .store
+                        .read()
+                        .consents_for_agency(&caller.agency.oin, call.now(), req.include_inactive)
+                        .await?;
+                    let subjects: Vec<_> = consents.iter().map(|c| c.subject).collect();
+                    call.set_subjects(&subjects);
+                    Ok(pb::ListConsentsResponse {
+                        consents: consents.iter().map(|c| consent_to_pb(&gw, c)).collect(),
+                    })
+                },
+            )
             .await
     }
 }
 
 fn call_deny_detail(reason: DenyReason, detail: String) -> ApiError {
-    ApiError::PermissionDenied { reason, detail: Some(detail) }
+    ApiError::PermissionDenied {
+        reason,
+        detail: Some(detail),
+    }
 }
 
 fn consent_to_pb(gw: &Gateway, c: &ConsentRecord) -> pb::Consent {
@@ -206,7 +293,11 @@ fn consent_to_pb(gw: &Gateway, c: &ConsentRecord) -> pb::Consent {
                 ConsentGiver::ParentOrGuardian => pb::ConsentGiver::ParentOrGuardian as i32,
             })
             .collect(),
-        purposes: c.purposes.iter().map(|p| purpose_to_pb(*p) as i32).collect(),
+        purposes: c
+            .purposes
+            .iter()
+            .map(|p| purpose_to_pb(*p) as i32)
+            .collect(),
         roles: c.roles.iter().map(|r| role_to_pb(*r) as i32).collect(),
         agency_oins: c.agencies.iter().map(|o| o.to_string()).collect(),
         recorded_at: Some(ts(c.recorded_at)),

@@ -21,79 +21,128 @@ const MAX_MEMBERS: usize = 20;
 
 #[tonic::async_trait]
 impl HouseholdService for Households {
-    async fn declare_household(&self, request: Request<pb::DeclareHouseholdRequest>) -> Result<Response<pb::DeclareHouseholdResponse>, Status> {
+    async fn declare_household(
+        &self,
+        request: Request<pb::DeclareHouseholdRequest>,
+    ) -> Result<Response<pb::DeclareHouseholdResponse>, Status> {
         self.0
-            .unary(Action::DeclareHousehold, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let mut v = Violations::default();
-                let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id)).flatten();
-                let household_ref = v.check("household_ref", parse_reference(&req.household_ref, 64, b"._-"));
-                if !(2..=MAX_MEMBERS).contains(&req.members.len()) {
-                    v.add("members", format!("must list 2 to {MAX_MEMBERS} members"));
-                }
-                let mut members = Vec::new();
-                let mut seen = HashSet::new();
-                for (i, m) in req.members.iter().take(MAX_MEMBERS).enumerate() {
-                    if let Some(bsn) = v.check(&format!("members[{i}].bsn"), Bsn::parse(&m.bsn)) {
-                        let subject = gw.pseudonyms.pseudonymise(bsn);
-                        if !seen.insert(subject) {
-                            v.add(format!("members[{i}].bsn"), "is listed twice");
-                        }
-                        members.push(HouseholdMember { subject, protected: m.protected });
+            .unary(
+                Action::DeclareHousehold,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let mut v = Violations::default();
+                    let request_id = v
+                        .check("request_id", RequestId::parse_optional(&req.request_id))
+                        .flatten();
+                    let household_ref = v.check(
+                        "household_ref",
+                        parse_reference(&req.household_ref, 64, b"._-"),
+                    );
+                    if !(2..=MAX_MEMBERS).contains(&req.members.len()) {
+                        v.add("members", format!("must list 2 to {MAX_MEMBERS} members"));
                     }
-                }
-                let subjects: Vec<_> = members.iter().map(|m| m.subject).collect();
-                call.set_subjects(&subjects);
-                if let Some(r) = &request_id {
-                    call.set_request_id(r.as_str());
-                }
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                v.finish()?;
-                let Some(household_ref) = household_ref else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                let mutation = Mutation::DeclareHousehold {
-                    agency: caller.agency.oin.clone(),
-                    household_ref,
-                    new_id: uuid::Uuid::new_v4().to_string(),
-                    members,
-                    now: call.now(),
-                };
-                match call.execute(&caller, mutation, request_id.as_ref().map(RequestId::as_str)).await? {
-                    Effect::HouseholdDeclared { household_id, replaced, member_count, at } => Ok(pb::DeclareHouseholdResponse {
-                        household_id,
-                        member_count,
-                        replaced,
-                        declared_at: Some(ts(at)),
-                    }),
-                    other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
-                }
-            })
+                    let mut members = Vec::new();
+                    let mut seen = HashSet::new();
+                    for (i, m) in req.members.iter().take(MAX_MEMBERS).enumerate() {
+                        if let Some(bsn) = v.check(&format!("members[{i}].bsn"), Bsn::parse(&m.bsn))
+                        {
+                            let subject = gw.pseudonyms.pseudonymise(bsn);
+                            if !seen.insert(subject) {
+                                v.add(format!("members[{i}].bsn"), "is listed twice");
+                            }
+                            members.push(HouseholdMember {
+                                subject,
+                                protected: m.protected,
+                            });
+                        }
+                    }
+                    let subjects: Vec<_> = members.iter().map(|m| m.subject).collect();
+                    call.set_subjects(&subjects);
+                    if let Some(r) = &request_id {
+                        call.set_request_id(r.as_str());
+                    }
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    v.finish()?;
+                    let Some(household_ref) = household_ref else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    let mutation = Mutation::DeclareHousehold {
+                        agency: caller.agency.oin.clone(),
+                        household_ref,
+                        new_id: uuid::Uuid::new_v4().to_string(),
+                        members,
+                        now: call.now(),
+                    };
+                    match call
+                        .execute(
+                            &caller,
+                            mutation,
+                            request_id.as_ref().map(RequestId::as_str),
+                        )
+                        .await?
+                    {
+                        Effect::HouseholdDeclared {
+                            household_id,
+                            replaced,
+                            member_count,
+                            at,
+                        } => Ok(pb::DeclareHouseholdResponse {
+                            household_id,
+                            member_count,
+                            replaced,
+                            declared_at: Some(ts(at)),
+                        }),
+                        other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
+                    }
+                },
+            )
             .await
     }
 
-    async fn dissolve_household(&self, request: Request<pb::DissolveHouseholdRequest>) -> Result<Response<pb::DissolveHouseholdResponse>, Status> {
+    async fn dissolve_household(
+        &self,
+        request: Request<pb::DissolveHouseholdRequest>,
+    ) -> Result<Response<pb::DissolveHouseholdResponse>, Status> {
         self.0
-            .unary(Action::DissolveHousehold, request, |call, caller, req| async move {
-                let mut v = Violations::default();
-                let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id)).flatten();
-                let household_ref = v.check("household_ref", parse_reference(&req.household_ref, 64, b"._-"));
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                v.finish()?;
-                let Some(household_ref) = household_ref else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                call.set_object(&household_ref);
-                let mutation = Mutation::DissolveHousehold {
-                    agency: caller.agency.oin.clone(),
-                    household_ref,
-                    now: call.now(),
-                };
-                match call.execute(&caller, mutation, request_id.as_ref().map(RequestId::as_str)).await? {
-                    Effect::HouseholdDissolved { at } => Ok(pb::DissolveHouseholdResponse { dissolved_at: Some(ts(at)) }),
-                    other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
-                }
-            })
+            .unary(
+                Action::DissolveHousehold,
+                request,
+                |call, caller, req| async move {
+                    let mut v = Violations::default();
+                    let request_id = v
+                        .check("request_id", RequestId::parse_optional(&req.request_id))
+                        .flatten();
+                    let household_ref = v.check(
+                        "household_ref",
+                        parse_reference(&req.household_ref, 64, b"._-"),
+                    );
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    v.finish()?;
+                    let Some(household_ref) = household_ref else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    call.set_object(&household_ref);
+                    let mutation = Mutation::DissolveHousehold {
+                        agency: caller.agency.oin.clone(),
+                        household_ref,
+                        now: call.now(),
+                    };
+                    match call
+                        .execute(
+                            &caller,
+                            mutation,
+                            request_id.as_ref().map(RequestId::as_str),
+                        )
+                        .await?
+                    {
+                        Effect::HouseholdDissolved { at } => Ok(pb::DissolveHouseholdResponse {
+                            dissolved_at: Some(ts(at)),
+                        }),
+                        other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
+                    }
+                },
+            )
             .await
     }
 }

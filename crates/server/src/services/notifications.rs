@@ -26,7 +26,8 @@ use crate::gateway::{Gateway, StreamCounter};
 
 pub struct Notifications(pub Arc<Gateway>);
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchNotificationsResponse, Status>> + Send>>;
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchNotificationsResponse, Status>> + Send>>;
 
 const PAGE: u32 = 100;
 
@@ -42,72 +43,118 @@ struct Receiver {
 impl NotificationService for Notifications {
     type WatchNotificationsStream = WatchStream;
 
-    async fn watch_notifications(&self, request: Request<pb::WatchNotificationsRequest>) -> Result<Response<WatchStream>, Status> {
+    async fn watch_notifications(
+        &self,
+        request: Request<pb::WatchNotificationsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
         self.0
-            .unary(Action::ReceiveNotifications, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let receiver = validate(&call, &caller, req.purpose, &req.safety_justification)?;
-                let slot = StreamCounter::acquire(&gw, &caller.agency.oin)?;
-                let trace = (call.now(), req.after_cursor);
-                let (tx, rx) = mpsc::channel(16);
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let _gauge = gw.metrics.stream_opened();
-                    if let Err(status) = run_stream(&gw, &receiver, trace.1, &tx).await {
-                        let _ = tx.send(Err(status)).await;
-                    }
-                });
-                Ok(Box::pin(ReceiverStream::new(rx)) as WatchStream)
-            })
+            .unary(
+                Action::ReceiveNotifications,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let receiver =
+                        validate(&call, &caller, req.purpose, &req.safety_justification)?;
+                    let slot = StreamCounter::acquire(&gw, &caller.agency.oin)?;
+                    let trace = (call.now(), req.after_cursor);
+                    let (tx, rx) = mpsc::channel(16);
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _gauge = gw.metrics.stream_opened();
+                        if let Err(status) = run_stream(&gw, &receiver, trace.1, &tx).await {
+                            let _ = tx.send(Err(status)).await;
+                        }
+                    });
+                    Ok(Box::pin(ReceiverStream::new(rx)) as WatchStream)
+                },
+            )
             .await
     }
 
-    async fn list_notifications(&self, request: Request<pb::ListNotificationsRequest>) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
         self.0
-            .unary(Action::ReceiveNotifications, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let receiver = validate(&call, &caller, req.purpose, &req.safety_justification)?;
-                let limit = match req.page_size {
-                    0 => PAGE,
-                    n if n > 500 => return Err(ApiError::field("page_size", "must be at most 500")),
-                    n => n,
-                };
-                let rows = gw.store.read().notifications_after(&caller.agency.oin, req.after_cursor, limit).await?;
-                let mut cursor = req.after_cursor;
-                let mut out = Vec::new();
-                let mut subjects = Vec::new();
-                let mut flagged = false;
-                for row in rows {
-                    cursor = row.cursor;
-                    if let Some(d) = deliverable(&gw, &receiver, &row).await? {
-                        subjects.extend(d.subjects);
-                        flagged |= d.flagged;
-                        out.push(d.notification);
+            .unary(
+                Action::ReceiveNotifications,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let receiver =
+                        validate(&call, &caller, req.purpose, &req.safety_justification)?;
+                    let limit = match req.page_size {
+                        0 => PAGE,
+                        n if n > 500 => {
+                            return Err(ApiError::field("page_size", "must be at most 500"))
+                        }
+                        n => n,
+                    };
+                    let rows = gw
+                        .store
+                        .read()
+                        .notifications_after(&caller.agency.oin, req.after_cursor, limit)
+                        .await?;
+                    let mut cursor = req.after_cursor;
+                    let mut out = Vec::new();
+                    let mut subjects = Vec::new();
+                    let mut flagged = false;
+                    for row in rows {
+                        cursor = row.cursor;
+                        if let Some(d) = deliverable(&gw, &receiver, &row).await? {
+                            subjects.extend(d.subjects);
+                            flagged |= d.flagged;
+                            out.push(d.notification);
+                        }
                     }
-                }
-                call.set_subjects(&subjects);
-                if flagged {
-                    // One safety-basis delivery makes the whole call a safety-basis call.
-                    call.decide(&caller, Some(receiver.purpose), true, &signaalpoort_core::consent::ConsentState::None, receiver.justification.as_ref())?;
-                }
-                Ok(pb::ListNotificationsResponse { notifications: out, cursor })
-            })
+                    call.set_subjects(&subjects);
+                    if flagged {
+                        // One safety-basis delivery makes the whole call a safety-basis call.
+                        call.decide(
+                            &caller,
+                            Some(receiver.purpose),
+                            true,
+                            &signaalpoort_core::consent::ConsentState::None,
+                            receiver.justification.as_ref(),
+                        )?;
+                    }
+                    Ok(pb::ListNotificationsResponse {
+                        notifications: out,
+                        cursor,
+                    })
+                },
+            )
             .await
     }
 }
 
 /// Stream-level checks: fields, and that the role may receive notifications for the purpose at all.
-fn validate(call: &crate::call::Call, caller: &Caller, purpose: i32, justification: &str) -> Result<Receiver, ApiError> {
+fn validate(
+    call: &crate::call::Call,
+    caller: &Caller,
+    purpose: i32,
+    justification: &str,
+) -> Result<Receiver, ApiError> {
     let mut v = Violations::default();
     let purpose = required_purpose(&mut v, "purpose", purpose);
-    let justification = v.check("safety_justification", Justification::parse_optional(justification)).flatten();
+    let justification = v
+        .check(
+            "safety_justification",
+            Justification::parse_optional(justification),
+        )
+        .flatten();
     call.set_purpose(purpose);
     v.finish()?;
     let Some(purpose) = purpose else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
     // Each notification is decided when delivered; refuse at once what none could ever pass.
-    let rule = policy::rule_for(caller.agency.role, Action::ReceiveNotifications, Some(purpose)).map_err(ApiError::denied)?;
+    let rule = policy::rule_for(
+        caller.agency.role,
+        Action::ReceiveNotifications,
+        Some(purpose),
+    )
+    .map_err(ApiError::denied)?;
     call.set_reason(rule.name);
     Ok(Receiver {
         caller: caller.clone(),
@@ -126,7 +173,11 @@ struct Delivery {
 
 /// Decides one stored notification for the receiver, now. `None`: not delivered, and the receiver
 /// learns nothing (no basis, or the basis does not cover the other agency).
-async fn deliverable(gw: &Gateway, receiver: &Receiver, row: &NotificationRow) -> Result<Option<Delivery>, StoreError> {
+async fn deliverable(
+    gw: &Gateway,
+    receiver: &Receiver,
+    row: &NotificationRow,
+) -> Result<Option<Delivery>, StoreError> {
     let now = gw.now();
     let store = gw.store.read();
     let involved = match store.signal(&row.recipient_signal_id).await? {
@@ -224,12 +275,17 @@ async fn run_stream(
                 .map_err(|e| ApiError::Store(e).into_status())?;
             let full = rows.len() == PAGE as usize;
             for row in rows {
-                let delivery = deliverable(gw, receiver, &row).await.map_err(|e| ApiError::Store(e).into_status())?;
+                let delivery = deliverable(gw, receiver, &row)
+                    .await
+                    .map_err(|e| ApiError::Store(e).into_status())?;
                 cursor = row.cursor;
                 if let Some(d) = delivery {
                     // Logged before it is sent: a disclosure without a record never leaves.
                     let record = delivery_record(gw, receiver, &d);
-                    gw.store.log_only(record, Vec::new()).await.map_err(|e| ApiError::Store(e).into_status())?;
+                    gw.store
+                        .log_only(record, Vec::new())
+                        .await
+                        .map_err(|e| ApiError::Store(e).into_status())?;
                     gw.metrics.log_appended();
                     let msg = pb::WatchNotificationsResponse {
                         notification: Some(d.notification),
@@ -286,7 +342,11 @@ fn delivery_record(gw: &Gateway, receiver: &Receiver, d: &Delivery) -> RecordDra
         request_id: String::new(),
         cert_fingerprint: String::new(),
         justification: if d.flagged {
-            receiver.justification.as_ref().map(|j| j.as_str().to_owned()).unwrap_or_default()
+            receiver
+                .justification
+                .as_ref()
+                .map(|j| j.as_str().to_owned())
+                .unwrap_or_default()
         } else {
             String::new()
         },

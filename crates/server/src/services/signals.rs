@@ -20,188 +20,267 @@ pub struct Signals(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl SignalService for Signals {
-    async fn register_signal(&self, request: Request<pb::RegisterSignalRequest>) -> Result<Response<pb::RegisterSignalResponse>, Status> {
+    async fn register_signal(
+        &self,
+        request: Request<pb::RegisterSignalRequest>,
+    ) -> Result<Response<pb::RegisterSignalResponse>, Status> {
         self.0
-            .unary(Action::RegisterSignal, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let now = call.now();
-                let mut v = Violations::default();
-                let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id)).flatten();
-                let bsn = v.check("bsn", Bsn::parse(&req.bsn));
-                let category = category_from_pb(req.category);
-                if category.is_none() {
-                    v.add("category", "is required: one of the CATEGORY_ values");
-                }
-                let contact = contact_from_pb(&mut v, "contact", req.contact.as_ref());
-                let birth_date = if req.birth_date.is_empty() {
-                    None
-                } else {
-                    v.check("birth_date", parse_birth_date(&req.birth_date, now.date()))
-                };
-                let requested = match req.expires_at.as_ref().map(from_ts) {
-                    Some(Err(e)) => {
-                        v.add("expires_at", e);
-                        None
+            .unary(
+                Action::RegisterSignal,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let now = call.now();
+                    let mut v = Violations::default();
+                    let request_id = v
+                        .check("request_id", RequestId::parse_optional(&req.request_id))
+                        .flatten();
+                    let bsn = v.check("bsn", Bsn::parse(&req.bsn));
+                    let category = category_from_pb(req.category);
+                    if category.is_none() {
+                        v.add("category", "is required: one of the CATEGORY_ values");
                     }
-                    Some(Ok(t)) => Some(t),
-                    None => None,
-                };
-                // Pseudonymise at once; from here on only the pseudonym exists.
-                let subject = bsn.map(|b| gw.pseudonyms.pseudonymise(b));
-                if let Some(s) = &subject {
-                    call.set_subjects(&[*s]);
-                }
-                if let Some(r) = &request_id {
-                    call.set_request_id(r.as_str());
-                }
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                let lifetime = time::Duration::days(i64::from(gw.config.signals.default_lifetime_days));
-                let expires_at = v.check("expires_at", signal_expiry(now, requested, lifetime, birth_date));
-                v.finish()?;
-                let (Some(subject), Some(category), Some(contact), Some(expires_at)) = (subject, category, contact, expires_at) else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                let mutation = Mutation::RegisterSignal {
-                    new_id: uuid::Uuid::new_v4().to_string(),
-                    agency: caller.agency.oin.clone(),
-                    subject,
-                    category,
-                    contact,
-                    expires_at,
-                    now,
-                };
-                match call.execute(&caller, mutation, request_id.as_ref().map(RequestId::as_str)).await? {
-                    Effect::SignalRegistered { signal, refreshed, match_count } => Ok(pb::RegisterSignalResponse {
-                        signal: Some(signal_to_pb(&signal)),
-                        refreshed,
-                        match_count,
-                    }),
-                    other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
-                }
-            })
+                    let contact = contact_from_pb(&mut v, "contact", req.contact.as_ref());
+                    let birth_date = if req.birth_date.is_empty() {
+                        None
+                    } else {
+                        v.check("birth_date", parse_birth_date(&req.birth_date, now.date()))
+                    };
+                    let requested = match req.expires_at.as_ref().map(from_ts) {
+                        Some(Err(e)) => {
+                            v.add("expires_at", e);
+                            None
+                        }
+                        Some(Ok(t)) => Some(t),
+                        None => None,
+                    };
+                    // Pseudonymise at once; from here on only the pseudonym exists.
+                    let subject = bsn.map(|b| gw.pseudonyms.pseudonymise(b));
+                    if let Some(s) = &subject {
+                        call.set_subjects(&[*s]);
+                    }
+                    if let Some(r) = &request_id {
+                        call.set_request_id(r.as_str());
+                    }
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let lifetime =
+                        time::Duration::days(i64::from(gw.config.signals.default_lifetime_days));
+                    let expires_at = v.check(
+                        "expires_at",
+                        signal_expiry(now, requested, lifetime, birth_date),
+                    );
+                    v.finish()?;
+                    let (Some(subject), Some(category), Some(contact), Some(expires_at)) =
+                        (subject, category, contact, expires_at)
+                    else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    let mutation = Mutation::RegisterSignal {
+                        new_id: uuid::Uuid::new_v4().to_string(),
+                        agency: caller.agency.oin.clone(),
+                        subject,
+                        category,
+                        contact,
+                        expires_at,
+                        now,
+                    };
+                    match call
+                        .execute(
+                            &caller,
+                            mutation,
+                            request_id.as_ref().map(RequestId::as_str),
+                        )
+                        .await?
+                    {
+                        Effect::SignalRegistered {
+                            signal,
+                            refreshed,
+                            match_count,
+                        } => Ok(pb::RegisterSignalResponse {
+                            signal: Some(signal_to_pb(&signal)),
+                            refreshed,
+                            match_count,
+                        }),
+                        other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
+                    }
+                },
+            )
             .await
     }
 
-    async fn withdraw_signal(&self, request: Request<pb::WithdrawSignalRequest>) -> Result<Response<pb::WithdrawSignalResponse>, Status> {
+    async fn withdraw_signal(
+        &self,
+        request: Request<pb::WithdrawSignalRequest>,
+    ) -> Result<Response<pb::WithdrawSignalResponse>, Status> {
         self.0
-            .unary(Action::WithdrawSignal, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let mut v = Violations::default();
-                let request_id = v.check("request_id", RequestId::parse_optional(&req.request_id)).flatten();
-                let signal_id = required_id(&mut v, "signal_id", &req.signal_id);
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                v.finish()?;
-                let Some(signal_id) = signal_id else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                call.set_object(&signal_id);
-                if let Some(r) = &request_id {
-                    call.set_request_id(r.as_str());
-                }
-                // The subject goes into the record only when the signal is the caller's own.
-                if let Some(s) = gw.store.read().signal(&signal_id).await? {
-                    if s.agency == caller.agency.oin {
+            .unary(
+                Action::WithdrawSignal,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let mut v = Violations::default();
+                    let request_id = v
+                        .check("request_id", RequestId::parse_optional(&req.request_id))
+                        .flatten();
+                    let signal_id = required_id(&mut v, "signal_id", &req.signal_id);
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    v.finish()?;
+                    let Some(signal_id) = signal_id else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    call.set_object(&signal_id);
+                    if let Some(r) = &request_id {
+                        call.set_request_id(r.as_str());
+                    }
+                    // The subject goes into the record only when the signal is the caller's own.
+                    if let Some(s) = gw.store.read().signal(&signal_id).await? {
+                        if s.agency == caller.agency.oin {
+                            call.set_subjects(&[s.subject]);
+                        }
+                    }
+                    let mutation = Mutation::WithdrawSignal {
+                        agency: caller.agency.oin.clone(),
+                        signal_id,
+                        now: call.now(),
+                    };
+                    match call
+                        .execute(
+                            &caller,
+                            mutation,
+                            request_id.as_ref().map(RequestId::as_str),
+                        )
+                        .await?
+                    {
+                        Effect::SignalWithdrawn { at } => Ok(pb::WithdrawSignalResponse {
+                            withdrawn_at: Some(ts(at)),
+                        }),
+                        other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
+                    }
+                },
+            )
+            .await
+    }
+
+    async fn list_signals(
+        &self,
+        request: Request<pb::ListSignalsRequest>,
+    ) -> Result<Response<pb::ListSignalsResponse>, Status> {
+        self.0
+            .unary(
+                Action::ListSignals,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let mut v = Violations::default();
+                    let limit = page_size(&mut v, req.page_size, 500);
+                    let after = if req.page_token.is_empty() {
+                        None
+                    } else {
+                        v.check("page_token", decode_page_token(&req.page_token))
+                    };
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    v.finish()?;
+                    let now = call.now();
+                    let rows = gw
+                        .store
+                        .read()
+                        .list_signals(&caller.agency.oin, now, after, limit + 1)
+                        .await?;
+                    let more = rows.len() > limit as usize;
+                    let rows = &rows[..rows.len().min(limit as usize)];
+                    let subjects: Vec<_> = rows.iter().map(|s| s.subject).collect();
+                    call.set_subjects(&subjects);
+                    Ok(pb::ListSignalsResponse {
+                        signals: rows.iter().map(signal_to_pb).collect(),
+                        next_page_token: match (more, rows.last()) {
+                            (true, Some(last)) => encode_page_token(last.registered_at, &last.id),
+                            _ => String::new(),
+                        },
+                    })
+                },
+            )
+            .await
+    }
+
+    async fn query_involvement(
+        &self,
+        request: Request<pb::QueryInvolvementRequest>,
+    ) -> Result<Response<pb::QueryInvolvementResponse>, Status> {
+        self.0
+            .unary(
+                Action::QueryInvolvement,
+                request,
+                |call, caller, req| async move {
+                    let gw = call.gateway().clone();
+                    let now = call.now();
+                    let mut v = Violations::default();
+                    let signal_id = required_id(&mut v, "signal_id", &req.signal_id);
+                    let purpose = required_purpose(&mut v, "purpose", req.purpose);
+                    let justification = v
+                        .check(
+                            "safety_justification",
+                            Justification::parse_optional(&req.safety_justification),
+                        )
+                        .flatten();
+                    call.set_purpose(purpose);
+                    v.finish()?;
+                    let (Some(signal_id), Some(purpose)) = (signal_id, purpose) else {
+                        return Err(ApiError::Internal("validated fields missing".into()));
+                    };
+                    call.set_object(&signal_id);
+                    // Permission first: involvement and basis are established before anything about
+                    // other agencies is read, so a denial reveals nothing.
+                    let own = gw
+                        .store
+                        .read()
+                        .signal(&signal_id)
+                        .await?
+                        .filter(|s| s.agency == caller.agency.oin && s.is_active(now));
+                    let consents = match &own {
+                        Some(s) => gw.store.read().consents_concerning(&s.subject).await?,
+                        None => Vec::new(),
+                    };
+                    if let Some(s) = &own {
                         call.set_subjects(&[s.subject]);
                     }
-                }
-                let mutation = Mutation::WithdrawSignal {
-                    agency: caller.agency.oin.clone(),
-                    signal_id,
-                    now: call.now(),
-                };
-                match call.execute(&caller, mutation, request_id.as_ref().map(RequestId::as_str)).await? {
-                    Effect::SignalWithdrawn { at } => Ok(pb::WithdrawSignalResponse { withdrawn_at: Some(ts(at)) }),
-                    other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
-                }
-            })
-            .await
-    }
-
-    async fn list_signals(&self, request: Request<pb::ListSignalsRequest>) -> Result<Response<pb::ListSignalsResponse>, Status> {
-        self.0
-            .unary(Action::ListSignals, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let mut v = Violations::default();
-                let limit = page_size(&mut v, req.page_size, 500);
-                let after = if req.page_token.is_empty() { None } else { v.check("page_token", decode_page_token(&req.page_token)) };
-                call.decide(&caller, None, false, &ConsentState::None, None)?;
-                v.finish()?;
-                let now = call.now();
-                let rows = gw.store.read().list_signals(&caller.agency.oin, now, after, limit + 1).await?;
-                let more = rows.len() > limit as usize;
-                let rows = &rows[..rows.len().min(limit as usize)];
-                let subjects: Vec<_> = rows.iter().map(|s| s.subject).collect();
-                call.set_subjects(&subjects);
-                Ok(pb::ListSignalsResponse {
-                    signals: rows.iter().map(signal_to_pb).collect(),
-                    next_page_token: match (more, rows.last()) {
-                        (true, Some(last)) => encode_page_token(last.registered_at, &last.id),
-                        _ => String::new(),
-                    },
-                })
-            })
-            .await
-    }
-
-    async fn query_involvement(&self, request: Request<pb::QueryInvolvementRequest>) -> Result<Response<pb::QueryInvolvementResponse>, Status> {
-        self.0
-            .unary(Action::QueryInvolvement, request, |call, caller, req| async move {
-                let gw = call.gateway().clone();
-                let now = call.now();
-                let mut v = Violations::default();
-                let signal_id = required_id(&mut v, "signal_id", &req.signal_id);
-                let purpose = required_purpose(&mut v, "purpose", req.purpose);
-                let justification = v.check("safety_justification", Justification::parse_optional(&req.safety_justification)).flatten();
-                call.set_purpose(purpose);
-                v.finish()?;
-                let (Some(signal_id), Some(purpose)) = (signal_id, purpose) else {
-                    return Err(ApiError::Internal("validated fields missing".into()));
-                };
-                call.set_object(&signal_id);
-                // Permission first: involvement and basis are established before anything about
-                // other agencies is read, so a denial reveals nothing.
-                let own = gw
-                    .store
-                    .read()
-                    .signal(&signal_id)
-                    .await?
-                    .filter(|s| s.agency == caller.agency.oin && s.is_active(now));
-                let consents = match &own {
-                    Some(s) => gw.store.read().consents_concerning(&s.subject).await?,
-                    None => Vec::new(),
-                };
-                if let Some(s) = &own {
-                    call.set_subjects(&[s.subject]);
-                }
-                let state = consent_state(&consents, &caller.agency, purpose, now);
-                let permit = call.decide(&caller, Some(purpose), own.is_some(), &state, justification.as_ref())?;
-                let Some(own) = own else {
-                    return Err(ApiError::Internal("permit without involvement".into()));
-                };
-                let mut subjects = vec![own.subject];
-                let mut involvements = Vec::new();
-                for m in gw.store.read().matches(&own, now).await? {
-                    let Some(agency) = gw.registry.get(&m.agency).cloned() else { continue };
-                    let other = OtherInvolvement {
-                        signal_id: m.signal_id,
-                        agency,
-                        contact: m.contact,
-                        category: m.category,
-                        since: m.since,
-                        level: m.level,
+                    let state = consent_state(&consents, &caller.agency, purpose, now);
+                    let permit = call.decide(
+                        &caller,
+                        Some(purpose),
+                        own.is_some(),
+                        &state,
+                        justification.as_ref(),
+                    )?;
+                    let Some(own) = own else {
+                        return Err(ApiError::Internal("permit without involvement".into()));
                     };
-                    if let Some(d) = disclose(&permit, &caller.agency, &consents, &other, now) {
-                        subjects.push(m.subject);
-                        involvements.push(disclosure_to_pb(&d));
+                    let mut subjects = vec![own.subject];
+                    let mut involvements = Vec::new();
+                    for m in gw.store.read().matches(&own, now).await? {
+                        let Some(agency) = gw.registry.get(&m.agency).cloned() else {
+                            continue;
+                        };
+                        let other = OtherInvolvement {
+                            signal_id: m.signal_id,
+                            agency,
+                            contact: m.contact,
+                            category: m.category,
+                            since: m.since,
+                            level: m.level,
+                        };
+                        if let Some(d) = disclose(&permit, &caller.agency, &consents, &other, now) {
+                            subjects.push(m.subject);
+                            involvements.push(disclosure_to_pb(&d));
+                        }
                     }
-                }
-                call.set_subjects(&subjects);
-                Ok(pb::QueryInvolvementResponse {
-                    involvements,
-                    basis: basis_to_pb(permit.basis()) as i32,
-                    consent_id: permit.consent_id().unwrap_or_default().to_owned(),
-                })
-            })
+                    call.set_subjects(&subjects);
+                    Ok(pb::QueryInvolvementResponse {
+                        involvements,
+                        basis: basis_to_pb(permit.basis()) as i32,
+                        consent_id: permit.consent_id().unwrap_or_default().to_owned(),
+                    })
+                },
+            )
             .await
     }
 }
@@ -220,16 +299,20 @@ pub fn page_size(v: &mut Violations, requested: u32, max: u32) -> u32 {
 
 fn encode_page_token(at: time::OffsetDateTime, id: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.unix_timestamp_nanos() / 1000))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}|{id}", at.unix_timestamp_nanos() / 1000))
 }
 
 fn decode_page_token(token: &str) -> Result<(time::OffsetDateTime, String), &'static str> {
     use base64::Engine;
     let bad = "is not a token from a previous response";
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad)?;
     let raw = String::from_utf8(raw).map_err(|_| bad)?;
     let (micros, id) = raw.split_once('|').ok_or(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad)?;
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_err(|_| bad)?;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .map_err(|_| bad)?;
     Ok((at, id.to_owned()))
 }
