@@ -213,7 +213,7 @@ async fn watch_resumes_without_loss_or_duplicates(backend: Backend) {
     let mut wij = gw.client(WIJ).await;
     register(&mut wij, &child, pb::Category::Parenting).await;
     consent(&mut wij, &child, ROLES, &[CARE]).await;
-    let mut others = vec![
+    let mut others = [
         gw.client(GGD).await,
         gw.client(JEUGDHULP).await,
         gw.client(GEMEENTE).await,

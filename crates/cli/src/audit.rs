@@ -340,8 +340,8 @@ fn csv_row(r: &AccessRecord) -> String {
 
 fn print_table(records: &[pb::AccessRecord]) {
     println!(
-        "{:>7}  {:<20}  {:<20}  {:<14}  {:<20}  {:<6}  {:<26}  {}",
-        "seq", "time (UTC)", "agency", "actor", "action", "result", "reason", "flag"
+        "{:>7}  {:<20}  {:<20}  {:<14}  {:<20}  {:<6}  {:<26}  flag",
+        "seq", "time (UTC)", "agency", "actor", "action", "result", "reason"
     );
     for r in records {
         let time = r

@@ -85,7 +85,7 @@ impl AgencyClient {
         actor: &str,
     ) -> anyhow::Result<AgencyClient> {
         let channel = channel(endpoint, id, "localhost").await?;
-        Ok(Self::from_channel(channel, actor)?)
+        Self::from_channel(channel, actor)
     }
 
     pub fn from_channel(channel: Channel, actor: &str) -> anyhow::Result<AgencyClient> {

@@ -1282,10 +1282,11 @@ impl Backend for SqlBackend {
             &filter.agency_oin,
             &filter.actor_id,
             &filter.action,
-        ] {
-            if let Some(v) = v {
-                q = q.bind(v.clone());
-            }
+        ]
+        .into_iter()
+        .flatten()
+        {
+            q = q.bind(v.clone());
         }
         if let Some(d) = filter.decision {
             q = q.bind(d.code());
