@@ -68,6 +68,20 @@ pub enum Command {
         )]
         config: PathBuf,
     },
+    /// Move this deployment's SQLite database to an empty PostgreSQL database, access log included,
+    /// and verify the chain there against the checkpoint key. Stop the gateway first.
+    MoveToPostgres {
+        #[arg(
+            long,
+            short,
+            env = "SIGNAALPOORT_CONFIG",
+            default_value = "signaalpoort.toml"
+        )]
+        config: PathBuf,
+        /// The target, postgres://USER@HOST:5432/DB (empty; migrated by this command).
+        #[arg(long)]
+        to: String,
+    },
     /// Exit 0 when the gateway's admin /readyz answers 200 (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "127.0.0.1:7444")]
@@ -173,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("migrating")?;
             println!("migrations applied to {}", redact_url(&url));
         }
+        Command::MoveToPostgres { config, to } => return move_to_postgres(&config, &to).await,
         Command::Healthcheck { admin } => return healthcheck(&admin).await,
         Command::Policy => print!("{}", signaalpoort_core::policy::policy_table_markdown()),
         Command::Audit { command } => return audit::run(command).await,
@@ -269,6 +284,45 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         config.server.listen
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn move_to_postgres(config: &std::path::Path, to: &str) -> anyhow::Result<ExitCode> {
+    let config = signaalpoort_server::Config::load(config)?;
+    let from = config.database_url();
+    let key_path = signaalpoort_server::keys::checkpoint_key_path(&config.server.data_dir);
+    anyhow::ensure!(
+        key_path.exists(),
+        "no checkpoint key at {}: is this the data directory of the deployment?",
+        key_path.display()
+    );
+    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(&key_path)?;
+    let report = signaalpoort_store::transfer::sqlite_to_postgres(&from, to).await?;
+    for (table, rows) in &report.tables {
+        println!("{table:<22} {rows:>10} rows");
+    }
+    let store =
+        signaalpoort_store::Store::open(to, signaalpoort_store::StoreOptions::default()).await?;
+    let verified = store.verify_chain(signer.public_key()).await?;
+    store.close().await;
+    match &verified.first_problem {
+        None => {
+            println!(
+                "moved to {}: access log of {} records verifies ({} checkpoints checked)",
+                redact_url(to),
+                verified.records,
+                verified.checkpoints_checked
+            );
+            println!(
+                "next: set server.database_url to the PostgreSQL URL; keep {} (the keys)",
+                config.server.data_dir.join("keys").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(problem) => {
+            eprintln!("moved, but the access log does NOT verify on the target: {problem}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn redact_url(url: &str) -> String {

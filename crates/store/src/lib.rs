@@ -11,6 +11,7 @@ mod backend;
 mod model;
 mod sql;
 pub mod testing;
+pub mod transfer;
 mod writer;
 
 pub use writer::finalise_record;
