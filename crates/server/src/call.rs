@@ -215,6 +215,7 @@ impl Call {
     ) -> Result<Effect, ApiError> {
         let (record, alerts) = self.prepare_record(Ok(()));
         self.mark_logged();
+        let submitted = Instant::now();
         let committed = self
             .gw
             .store
@@ -226,6 +227,7 @@ impl Call {
             })
             .await?;
         self.gw.metrics.log_appended();
+        self.gw.metrics.observe_append_latency(submitted.elapsed());
         committed.outcome.map_err(ApiError::from)
     }
 
@@ -250,6 +252,7 @@ impl Call {
                 draft.reason = e.log_reason();
             }
         }
+        self.gw.metrics.observe_decision(&draft.reason);
         let alerts = self.gw.volume.observe(&draft).into_iter().collect();
         (draft, alerts)
     }
@@ -262,9 +265,11 @@ impl Call {
         }
         let (record, alerts) = self.prepare_record(result.as_ref().map(|_| ()));
         self.mark_logged();
+        let submitted = Instant::now();
         match self.gw.store.log_only(record, alerts).await {
             Ok(_) => {
                 self.gw.metrics.log_appended();
+                self.gw.metrics.observe_append_latency(submitted.elapsed());
                 result.map_err(ApiError::into_status)
             }
             Err(e) => Err(ApiError::Store(e).into_status()),

@@ -899,7 +899,7 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 .await?
                 .rows_affected();
             Ok(Ok(Effect::Purged {
-                signals: signals + expired.len() as u64,
+                signals,
                 households,
             }))
         }
