@@ -1,6 +1,6 @@
 //! The gateway's shared state: everything a call needs, built once in [`crate::serve`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,10 +139,21 @@ pub struct VolumeMonitor {
     seen: Mutex<HashMap<(String, String), ActorWindow>>,
 }
 
+/// One actor's touches within the window, with a running count per person so a call costs O(1)
+/// however many persons the window holds. Persons are kept as 64-bit digests of their pseudonym.
 #[derive(Default)]
 struct ActorWindow {
-    touches: VecDeque<(OffsetDateTime, String)>,
+    touches: VecDeque<(OffsetDateTime, u64)>,
+    per_person: HashMap<u64, u32>,
     alerted_until: Option<OffsetDateTime>,
+}
+
+fn person_digest(subject: &str) -> u64 {
+    use std::hash::Hasher;
+    // Fixed keys: the digest only has to tell persons apart, the same way on every call.
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(subject.as_bytes());
+    h.finish()
 }
 
 impl VolumeMonitor {
@@ -164,14 +175,21 @@ impl VolumeMonitor {
         let key = (record.agency_oin.clone(), record.actor_id.clone());
         let w = seen.entry(key).or_default();
         let start = record.time - self.window;
-        while w.touches.front().is_some_and(|(t, _)| *t < start) {
+        while let Some((_, person)) = w.touches.front().copied().filter(|(t, _)| *t < start) {
             w.touches.pop_front();
+            if let std::collections::hash_map::Entry::Occupied(mut e) = w.per_person.entry(person) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
         for s in &record.subjects {
-            w.touches.push_back((record.time, s.clone()));
+            let person = person_digest(s);
+            w.touches.push_back((record.time, person));
+            *w.per_person.entry(person).or_default() += 1;
         }
-        let distinct: HashSet<&String> = w.touches.iter().map(|(_, s)| s).collect();
-        let n = distinct.len();
+        let n = w.per_person.len();
         if n > self.threshold && w.alerted_until.is_none_or(|t| t < record.time) {
             w.alerted_until = Some(record.time + self.window);
             return Some(AlertDraft {
@@ -184,5 +202,53 @@ impl VolumeMonitor {
             });
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(at: OffsetDateTime, actor: &str, person: &str) -> RecordDraft {
+        let mut r = crate::system_record(at, "QueryInvolvement", "CONSENT_SHARING");
+        r.agency_oin = "00000099001234560002".into();
+        r.actor_id = actor.into();
+        r.subjects = vec![person.into()];
+        r
+    }
+
+    #[test]
+    fn unusual_volume_alerts_once_per_window_on_distinct_persons() {
+        let monitor = VolumeMonitor::new(3, Duration::from_secs(600));
+        let t0 = time::macros::datetime!(2026-05-04 10:00 UTC);
+        // The same person again and again is not unusual.
+        for i in 0..10 {
+            assert!(monitor
+                .observe(&touch(t0 + time::Duration::seconds(i), "w-1", "p1"))
+                .is_none());
+        }
+        assert!(monitor.observe(&touch(t0, "w-1", "p2")).is_none());
+        assert!(monitor.observe(&touch(t0, "w-1", "p3")).is_none());
+        // A fourth distinct person within ten minutes crosses the threshold of three: one alert.
+        let alert = monitor
+            .observe(&touch(t0 + time::Duration::minutes(1), "w-1", "p4"))
+            .expect("alert");
+        assert_eq!(alert.kind, AlertKind::UnusualVolume);
+        assert!(
+            alert.detail.starts_with("4 persons within 10 minutes"),
+            "{}",
+            alert.detail
+        );
+        assert!(monitor
+            .observe(&touch(t0 + time::Duration::minutes(2), "w-1", "p5"))
+            .is_none());
+        // Another actor has its own window.
+        assert!(monitor.observe(&touch(t0, "w-2", "p1")).is_none());
+        // After the window has passed, earlier touches no longer count.
+        let later = t0 + time::Duration::minutes(30);
+        for p in ["p6", "p7", "p8"] {
+            assert!(monitor.observe(&touch(later, "w-1", p)).is_none());
+        }
+        assert!(monitor.observe(&touch(later, "w-1", "p9")).is_some());
     }
 }
