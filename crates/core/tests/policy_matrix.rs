@@ -423,7 +423,7 @@ fn the_reason_names_the_missing_basis() {
             none.clone(),
             true,
             true,
-            Err(DenyReason::RoleNotPermitted),
+            Err(DenyReason::PurposeNotAllowed),
         ),
         (
             VeiligThuis,
