@@ -360,6 +360,7 @@ impl SqlBackend {
             }
         };
         let mut out = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
         let mut notify = false;
         for req in batch {
             let replay = match &req.idempotency {
@@ -393,7 +394,6 @@ impl SqlBackend {
             seq += 1;
             let record = AccessRecord::chain(seq, prev, draft)?;
             prev = record.hash;
-            insert_record(&mut *conn, &record).await?;
             let mut alerts = req.alerts.clone();
             if record.draft.flagged_for_review {
                 alerts.insert(
@@ -423,7 +423,9 @@ impl SqlBackend {
                 outcome,
                 replayed,
             });
+            records.push(record);
         }
+        insert_records(&mut *conn, &records).await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(seq as i64)
@@ -465,49 +467,86 @@ async fn session_setup(
     Ok(())
 }
 
-async fn insert_record(conn: &mut AnyConnection, r: &AccessRecord) -> Result<(), StoreError> {
-    let d = &r.draft;
-    sqlx::query(
-        "INSERT INTO access_log (seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, flagged, trace_id, span_id, object_id, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-    )
-    .bind(r.seq as i64)
-    .bind(micros(d.time))
-    .bind(d.agency_oin.clone())
-    .bind(d.role.map(|x| x.code().to_owned()))
-    .bind(d.actor_id.clone())
-    .bind(d.action.clone())
-    .bind(json(&d.subjects)?)
-    .bind(d.household_id.clone())
-    .bind(d.purpose.map(|x| x.code().to_owned()))
-    .bind(d.basis.map(|x| x.code().to_owned()))
-    .bind(d.decision.code())
-    .bind(d.reason.clone())
-    .bind(i64::from(d.status_code))
-    .bind(d.request_id.clone())
-    .bind(d.cert_fingerprint.clone())
-    .bind(d.justification.clone())
-    .bind(d.flagged_for_review)
-    .bind(d.trace_id.clone())
-    .bind(d.span_id.clone())
-    .bind(d.object_id.clone())
-    .bind(r.prev_hash.to_vec())
-    .bind(r.hash.to_vec())
-    .execute(&mut *conn)
-    .await?;
-    for s in &d.subjects {
-        let Some(p) = SubjectPseudonym::from_hex(s) else {
-            continue;
-        };
-        sqlx::query(
-            "INSERT INTO access_log_subjects (subject, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(p.as_bytes().to_vec())
-        .bind(r.seq as i64)
-        .execute(&mut *conn)
-        .await?;
+/// Access-log rows per INSERT: a batch's records go in a few statements, not one per call — on
+/// SQLite every statement is a round trip to the connection's worker thread, inside the write lock.
+const RECORDS_PER_INSERT: usize = 256;
+
+/// Inserts a batch's records (already chained, in seq order) and their subject index rows.
+async fn insert_records(
+    conn: &mut AnyConnection,
+    records: &[AccessRecord],
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 22;
+    for chunk in records.chunks(RECORDS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO access_log (seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, flagged, trace_id, span_id, object_id, prev_hash, hash) VALUES ",
+        );
+        push_placeholders(&mut sql, chunk.len(), COLUMNS);
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let d = &r.draft;
+            q = q
+                .bind(r.seq as i64)
+                .bind(micros(d.time))
+                .bind(d.agency_oin.clone())
+                .bind(d.role.map(|x| x.code().to_owned()))
+                .bind(d.actor_id.clone())
+                .bind(d.action.clone())
+                .bind(json(&d.subjects)?)
+                .bind(d.household_id.clone())
+                .bind(d.purpose.map(|x| x.code().to_owned()))
+                .bind(d.basis.map(|x| x.code().to_owned()))
+                .bind(d.decision.code())
+                .bind(d.reason.clone())
+                .bind(i64::from(d.status_code))
+                .bind(d.request_id.clone())
+                .bind(d.cert_fingerprint.clone())
+                .bind(d.justification.clone())
+                .bind(d.flagged_for_review)
+                .bind(d.trace_id.clone())
+                .bind(d.span_id.clone())
+                .bind(d.object_id.clone())
+                .bind(r.prev_hash.to_vec())
+                .bind(r.hash.to_vec());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let mut subjects: Vec<(SubjectPseudonym, i64)> = Vec::new();
+    for r in records {
+        for s in &r.draft.subjects {
+            if let Some(p) = SubjectPseudonym::from_hex(s) {
+                subjects.push((p, r.seq as i64));
+            }
+        }
+    }
+    for chunk in subjects.chunks(RECORDS_PER_INSERT * 2) {
+        let mut sql = String::from("INSERT INTO access_log_subjects (subject, seq) VALUES ");
+        push_placeholders(&mut sql, chunk.len(), 2);
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for (p, seq) in chunk {
+            q = q.bind(p.as_bytes().to_vec()).bind(*seq);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Appends `($1, ..., $w), ($w+1, ...)` for `rows` rows of `width` parameters.
+fn push_placeholders(sql: &mut String, rows: usize, width: usize) {
+    use std::fmt::Write;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            let _ = write!(
+                sql,
+                "{}${}",
+                if col == 0 { "" } else { ", " },
+                row * width + col + 1
+            );
+        }
+        sql.push(')');
+    }
 }
 
 async fn notify(
