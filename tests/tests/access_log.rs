@@ -407,6 +407,44 @@ async fn export_verifies_offline_and_checkpoints_are_signed(backend: Backend) {
         problem.kind,
         signaalpoort_core::access_log::ProblemKind::HashMismatch
     );
+
+    // The Logboek Dataverwerkingen shape: one entry per record and subject, joinable by trace id.
+    let ldv = dir.path().join("ldv.jsonl");
+    signaalpoort_cli::audit::run(signaalpoort_cli::audit::AuditCommand::Export {
+        conn: signaalpoort_cli::audit::Connection {
+            endpoint: gw.endpoint.clone(),
+            pki: env.pki(),
+            identity: AUDITOR.into(),
+            actor: "fg-1".into(),
+        },
+        out: ldv.clone(),
+        format: signaalpoort_cli::audit::ExportFormat::Logboek,
+    })
+    .await
+    .unwrap();
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&ldv)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let registrations: Vec<_> = entries
+        .iter()
+        .filter(|e| e["name"] == "RegisterSignal")
+        .collect();
+    assert_eq!(registrations.len(), 21);
+    for e in registrations {
+        assert_eq!(e["status_code"], "STATUS_CODE_OK");
+        assert_eq!(e["trace_id"].as_str().map(str::len), Some(32));
+        assert_eq!(e["span_id"].as_str().map(str::len), Some(16));
+        let subject = e["attributes"]["dpl.core.data_subject_id"]
+            .as_str()
+            .unwrap();
+        assert_eq!(subject.len(), 64, "a pseudonym, never a BSN");
+    }
+    let text = std::fs::read_to_string(&ldv).unwrap();
+    for i in 0..20 {
+        assert!(!text.contains(&bsn(230 + i)));
+    }
     gw.stop().await;
 }
 

@@ -104,8 +104,13 @@ pub enum AuditCommand {
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum ExportFormat {
+    /// The verifiable export: one `{"record":…,"hash":…}` per line (input for `audit verify`).
     Jsonl,
+    /// A spreadsheet-friendly table of the same records.
     Csv,
+    /// Logboek Dataverwerkingen (Logius) entries, one per record and data subject, with trace and
+    /// span ids, for joining to an agency's own processing log.
+    Logboek,
 }
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -162,6 +167,16 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                         let r = AccessRecord::from_export_line(&line)
                             .context("the gateway sent a malformed export line")?;
                         writeln!(file, "{}", csv_row(&r))?;
+                    }
+                    ExportFormat::Logboek => {
+                        let r = AccessRecord::from_export_line(&line)
+                            .context("the gateway sent a malformed export line")?;
+                        for entry in signaalpoort_core::access_log::ldv::ldv_entries(
+                            &r,
+                            env!("CARGO_PKG_VERSION"),
+                        ) {
+                            writeln!(file, "{entry}")?;
+                        }
                     }
                 }
                 n += 1;

@@ -2,6 +2,7 @@
 //! chain head. Pure: records in, hashes and verdicts out; storage and clocks are the caller's.
 
 mod checkpoint;
+pub mod ldv;
 mod record;
 mod verify;
 

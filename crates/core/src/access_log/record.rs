@@ -130,27 +130,23 @@ impl AccessRecord {
     /// Parses an export line back into a record (for display and the CSV export). Does not check
     /// the hash: that is [`super::verify_export`]'s job.
     pub fn from_export_line(line: &str) -> Option<Self> {
-        #[derive(Deserialize)]
-        struct Line {
-            record: Parsed,
-            hash: String,
-        }
-        #[derive(Deserialize)]
-        struct Parsed {
-            seq: u64,
-            prev: String,
-            #[serde(flatten)]
-            draft: RecordDraft,
-        }
-        let parsed: Line = serde_json::from_str(line).ok()?;
+        // Not `#[serde(flatten)]`: flattening buffers numbers in a way that loses the i128 the
+        // microsecond timestamps deserialize from.
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let hash_hex = value.get("hash")?.as_str()?;
+        let mut record = value.get("record")?.as_object()?.clone();
+        let seq = record.remove("seq")?.as_u64()?;
+        let prev = record.remove("prev")?;
+        record.remove("v");
+        let draft: RecordDraft = serde_json::from_value(serde_json::Value::Object(record)).ok()?;
         let mut prev_hash = [0u8; 32];
-        hex::decode_to_slice(&parsed.record.prev, &mut prev_hash).ok()?;
+        hex::decode_to_slice(prev.as_str()?, &mut prev_hash).ok()?;
         let mut hash = [0u8; 32];
-        hex::decode_to_slice(&parsed.hash, &mut hash).ok()?;
+        hex::decode_to_slice(hash_hex, &mut hash).ok()?;
         Some(AccessRecord {
-            seq: parsed.record.seq,
+            seq,
             prev_hash,
-            draft: parsed.record.draft,
+            draft,
             hash,
         })
     }
