@@ -443,7 +443,95 @@ async fn sigterm_during_calls_loses_none_and_writes_the_final_checkpoint(backend
     assert!(report.is_ok(), "{:?}", report.first_problem);
 }
 
+async fn retention_removes_old_log_records_and_the_rest_still_verifies(backend: Backend) {
+    let env = Env::new(backend).await;
+    let clock = clock();
+    let gw = env.start(&clock).await;
+    let mut wij = gw.client(WIJ).await;
+    for n in 0..3 {
+        register(&mut wij, &bsn(531 + n), pb::Category::Parenting).await;
+    }
+    let gateway = gw.running.gateway.clone();
+    assert!(gateway.write_checkpoint().await.unwrap());
+    // Within retention (default seven years) nothing goes.
+    assert_eq!(
+        signaalpoort_server::purge_access_log(&gateway)
+            .await
+            .unwrap(),
+        0
+    );
+    clock.advance(time::Duration::days(7 * 365 + 10));
+    register(&mut wij, &bsn(534), pb::Category::Parenting).await;
+    register(&mut wij, &bsn(535), pb::Category::Parenting).await;
+    assert_eq!(gw.log_len().await, 5);
+
+    assert_eq!(
+        signaalpoort_server::purge_access_log(&gateway)
+            .await
+            .unwrap(),
+        3
+    );
+    let kept = gateway
+        .store
+        .read()
+        .export_log(1, u64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(kept.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(kept[2].draft.action, "PurgeAccessLog");
+    assert_eq!(
+        gateway
+            .store
+            .read()
+            .log_anchor()
+            .await
+            .unwrap()
+            .map(|a| a.0),
+        Some(3)
+    );
+    // Signals are untouched by log retention.
+    assert_eq!(
+        wij.signals
+            .list_signals(pb::ListSignalsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .signals
+            .len(),
+        2
+    );
+    gw.stop().await;
+    let report = verify_stored_chain(&env.database_url, &env.data()).await;
+    assert!(report.is_ok(), "{:?}", report.first_problem);
+    assert_eq!(
+        report.records, 7,
+        "4, 5, the purge and the ListSignals after it"
+    );
+
+    // Removing a record after the anchor is still caught.
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&env.database_url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM access_log WHERE seq = 4")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let report = verify_stored_chain(&env.database_url, &env.data()).await;
+    let problem = report
+        .first_problem
+        .expect("deletion after the anchor detected");
+    assert_eq!(
+        problem.kind,
+        signaalpoort_core::access_log::ProblemKind::SequenceGap {
+            expected: 4,
+            found: 5
+        }
+    );
+}
+
 both_backends!(
+    retention_removes_old_log_records_and_the_rest_still_verifies,
     metrics_are_served_with_the_named_series,
     a_replaced_server_certificate_is_served_without_restart,
     a_revoked_certificate_is_refused_after_a_crl_update,

@@ -661,8 +661,11 @@ fn verify_throughput(records: usize) -> anyhow::Result<VerifyRow> {
     let raw = t0.elapsed().as_secs_f64();
     std::hint::black_box(sink);
     let t0 = Instant::now();
-    let report =
-        signaalpoort_core::access_log::verify_export(lines.split(|b| *b == b'\n'), &[], &[]);
+    let report = signaalpoort_core::access_log::verify_export(
+        signaalpoort_core::access_log::export_lines(&lines),
+        &[],
+        &[],
+    );
     let verify = t0.elapsed().as_secs_f64();
     anyhow::ensure!(
         report.is_ok() && report.records == records as u64,

@@ -10,7 +10,9 @@ use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Subcommand};
 use signaalpoort_api::v1 as pb;
-use signaalpoort_core::access_log::{verify_export, AccessRecord, SignedCheckpoint};
+use signaalpoort_core::access_log::{
+    export_lines, verify_export_from, AccessRecord, ChainStart, SignedCheckpoint,
+};
 use tokio_stream::StreamExt;
 
 use crate::client::{AgencyClient, ClientIdentity};
@@ -277,11 +279,23 @@ pub fn verify(
     }
     let data = std::fs::read(export).with_context(|| format!("reading {}", export.display()))?;
     let started = Instant::now();
-    let report = verify_export(data.split(|b| *b == b'\n'), &cps, &key);
+    // After retention an export starts later than record 1; it is then verified from there on,
+    // authenticated by the signed checkpoints after that point. Said out loud below.
+    let report = verify_export_from(export_lines(&data), &cps, &key, ChainStart::FirstLine);
+    let first_seq = export_lines(&data)
+        .find(|l| !l.is_empty())
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .and_then(AccessRecord::from_export_line)
+        .map_or(1, |r| r.seq);
     let elapsed = started.elapsed();
     let rate = report.records as f64 / elapsed.as_secs_f64().max(1e-9);
     match &report.first_problem {
         None => {
+            if first_seq > 1 {
+                println!(
+                    "note: the export starts at record {first_seq}; records before it were removed by retention (or cut off)"
+                );
+            }
             println!(
                 "OK: {} records, chain intact, {} signed checkpoint(s) verified; head {}",
                 report.records,

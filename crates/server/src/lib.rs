@@ -290,6 +290,11 @@ fn spawn_purge(gw: Arc<Gateway>) -> JoinHandle<()> {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "purge failed"),
             }
+            match purge_access_log(&gw).await {
+                Ok(0) => {}
+                Ok(records) => tracing::info!(records, "access-log records past retention removed"),
+                Err(e) => tracing::error!(error = %e, "access-log retention purge failed"),
+            }
         }
     })
 }
@@ -316,6 +321,29 @@ pub async fn purge_expired(gw: &Gateway) -> Result<(u64, u64), signaalpoort_stor
             households,
         }) => (signals, households),
         _ => (0, 0),
+    })
+}
+
+/// Removes access-log records older than the retention period (independent of signal expiry), as
+/// one logged system action; the remaining chain verifies from the kept anchor.
+pub async fn purge_access_log(gw: &Gateway) -> Result<u64, signaalpoort_store::StoreError> {
+    let now = gw.now();
+    let before = now - time::Duration::days(i64::from(gw.config.audit.retention_days));
+    if !gw.store.read().log_has_records_before(before).await? {
+        return Ok(0);
+    }
+    let committed = gw
+        .store
+        .execute(WriteRequest {
+            mutation: Mutation::PurgeAccessLog { before },
+            idempotency: None,
+            record: system_record(now, "PurgeAccessLog", "RETENTION"),
+            alerts: Vec::new(),
+        })
+        .await?;
+    Ok(match committed.outcome {
+        Ok(Effect::LogPurged { records, .. }) => records,
+        _ => 0,
     })
 }
 

@@ -101,6 +101,10 @@ pub trait Backend: Send + Sync + 'static {
         to_seq: u64,
         limit: u32,
     ) -> Result<Vec<AccessRecord>, StoreError>;
+    /// (seq, hash) of the last record removed by retention; `None` when the chain starts at genesis.
+    async fn log_anchor(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
+    /// Whether any record is older than `before` (so a retention purge would remove something).
+    async fn log_has_records_before(&self, before: OffsetDateTime) -> Result<bool, StoreError>;
     async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
     /// Newest first.
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError>;

@@ -206,10 +206,15 @@ impl Store {
                 lines.push(r.export_line()?);
             }
         }
-        Ok(signaalpoort_core::access_log::verify_export(
+        let start = match self.backend.log_anchor().await? {
+            Some((seq, hash)) => signaalpoort_core::access_log::ChainStart::After { seq, hash },
+            None => signaalpoort_core::access_log::ChainStart::Genesis,
+        };
+        Ok(signaalpoort_core::access_log::verify_export_from(
             lines.iter().map(|l| l.as_bytes()),
             &checkpoints,
             public_key,
+            start,
         ))
     }
 

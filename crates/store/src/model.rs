@@ -56,6 +56,11 @@ pub enum Mutation {
     PurgeExpired {
         now: OffsetDateTime,
     },
+    /// Removes access-log records older than `before` (retention), keeping the hash of the last
+    /// removed record as the anchor the remaining chain is verified from.
+    PurgeAccessLog {
+        before: OffsetDateTime,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +103,12 @@ pub enum Effect {
     Purged {
         signals: u64,
         households: u64,
+    },
+    LogPurged {
+        /// Records removed by this purge.
+        records: u64,
+        /// The chain now starts after this record.
+        anchor_seq: u64,
     },
 }
 

@@ -355,7 +355,17 @@ impl SqlBackend {
                         row.try_get::<i64, _>(0)? as u64,
                         hash32(row.try_get(1)?, "log head")?,
                     ),
-                    None => (0, GENESIS_HASH),
+                    // Empty: a fresh log, or (never in practice) retention removed every record.
+                    None => match sqlx::query("SELECT seq, hash FROM log_anchor WHERE id = 1")
+                        .fetch_optional(&mut *conn)
+                        .await?
+                    {
+                        Some(row) => (
+                            row.try_get::<i64, _>(0)? as u64,
+                            hash32(row.try_get(1)?, "log anchor")?,
+                        ),
+                        None => (0, GENESIS_HASH),
+                    },
                 }
             }
         };
@@ -913,6 +923,42 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
             }
             Ok(Ok(Effect::ConsentWithdrawn { at: *now }))
         }
+        Mutation::PurgeAccessLog { before } => {
+            let last: Option<i64> = sqlx::query("SELECT MAX(seq) FROM access_log WHERE time < $1")
+                .bind(micros(*before))
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get(0)?;
+            let Some(last) = last else {
+                return Ok(Ok(Effect::LogPurged {
+                    records: 0,
+                    anchor_seq: 0,
+                }));
+            };
+            let hash: Vec<u8> = sqlx::query("SELECT hash FROM access_log WHERE seq = $1")
+                .bind(last)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get(0)?;
+            sqlx::query("INSERT INTO log_anchor (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
+                .bind(last)
+                .bind(hash)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM access_log_subjects WHERE seq <= $1")
+                .bind(last)
+                .execute(&mut *conn)
+                .await?;
+            let records = sqlx::query("DELETE FROM access_log WHERE seq <= $1")
+                .bind(last)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(Ok(Effect::LogPurged {
+                records,
+                anchor_seq: last as u64,
+            }))
+        }
         Mutation::PurgeExpired { now } => {
             let expired = sqlx::query(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE withdrawn_at IS NULL AND expires_at <= $1"))
                 .bind(micros(*now))
@@ -1088,6 +1134,29 @@ impl Backend for SqlBackend {
                 .await?,
         };
         rows.iter().map(signal_row).collect()
+    }
+
+    async fn log_anchor(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        match sqlx::query("SELECT seq, hash FROM log_anchor WHERE id = 1")
+            .fetch_optional(&self.read)
+            .await?
+        {
+            Some(row) => Ok(Some((
+                row.try_get::<i64, _>(0)? as u64,
+                hash32(row.try_get(1)?, "log anchor")?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn log_has_records_before(&self, before: OffsetDateTime) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM access_log WHERE time < $1 LIMIT 1")
+                .bind(micros(before))
+                .fetch_optional(&self.read)
+                .await?
+                .is_some(),
+        )
     }
 
     async fn purge_due(&self, now: OffsetDateTime) -> Result<bool, StoreError> {

@@ -19,6 +19,7 @@ const TABLES: &[&str] = &[
     "access_log",
     "access_log_subjects",
     "checkpoints",
+    "log_anchor",
     "alerts",
 ];
 

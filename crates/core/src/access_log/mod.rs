@@ -8,4 +8,6 @@ mod verify;
 
 pub use checkpoint::{CheckpointBody, CheckpointError, CheckpointSigner, SignedCheckpoint};
 pub use record::{chain_hash, AccessRecord, DecisionCode, RecordDraft, RecordError, GENESIS_HASH};
-pub use verify::{verify_export, Problem, ProblemKind, VerifyReport};
+pub use verify::{
+    export_lines, verify_export, verify_export_from, ChainStart, Problem, ProblemKind, VerifyReport,
+};

@@ -69,20 +69,65 @@ impl VerifyReport {
     }
 }
 
+/// The lines of an export, split with a vectorised newline search: splitting byte by byte would
+/// cost about as much as hashing the records.
+pub fn export_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', data);
+    std::iter::from_fn(move || {
+        if start > data.len() {
+            return None;
+        }
+        let end = ends.next().unwrap_or(data.len());
+        let line = &data[start..end];
+        start = end + 1;
+        Some(line)
+    })
+}
+
+/// Where the chain being verified starts. Retention removes the oldest records; what remains
+/// starts after an anchor: the sequence number and hash of the last removed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainStart {
+    /// Record 1, after the genesis hash.
+    Genesis,
+    /// After a known anchor (the store keeps it when retention removes records).
+    After { seq: u64, hash: [u8; 32] },
+    /// After whatever the first line links to (an export taken after retention). The records are
+    /// then authenticated by the signed checkpoints after that point, not by the anchor itself.
+    FirstLine,
+}
+
 /// Verifies export lines (from record 1 on) against checkpoints signed with `public_key`.
 pub fn verify_export<'a>(
     lines: impl IntoIterator<Item = &'a [u8]>,
     checkpoints: &[SignedCheckpoint],
     public_key: &[u8],
 ) -> VerifyReport {
+    verify_export_from(lines, checkpoints, public_key, ChainStart::Genesis)
+}
+
+/// Verifies export lines that continue the chain from `start`. Checkpoints over records that were
+/// removed before `start` cannot be checked and are skipped (still signature-checked).
+pub fn verify_export_from<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    checkpoints: &[SignedCheckpoint],
+    public_key: &[u8],
+    start: ChainStart,
+) -> VerifyReport {
     let mut cps: Vec<&SignedCheckpoint> = checkpoints.iter().collect();
     cps.sort_by_key(|c| c.body.tree_size);
+    let (start_seq, start_hash) = match start {
+        ChainStart::After { seq, hash } => (seq, hash),
+        ChainStart::Genesis | ChainStart::FirstLine => (0, GENESIS_HASH),
+    };
     let mut report = VerifyReport {
-        records: 0,
-        head_hash: GENESIS_HASH,
+        records: start_seq,
+        head_hash: start_hash,
         checkpoints_checked: 0,
         first_problem: None,
     };
+    let mut anchor_pending = start == ChainStart::FirstLine;
     for cp in &cps {
         if !cp.verify(public_key) {
             report.first_problem = Some(Problem {
@@ -96,11 +141,12 @@ pub fn verify_export<'a>(
         }
     }
     let mut next_cp = cps.iter().peekable();
-    // A checkpoint at size 0 says nothing; skip those.
-    while next_cp.peek().is_some_and(|c| c.body.tree_size == 0) {
-        next_cp.next();
-        report.checkpoints_checked += 1;
-    }
+    // A checkpoint at size 0 says nothing, nor one over records removed before the start.
+    let skip_through =
+        |next_cp: &mut std::iter::Peekable<std::slice::Iter<'_, &SignedCheckpoint>>, seq: u64| {
+            while next_cp.next_if(|c| c.body.tree_size <= seq).is_some() {}
+        };
+    skip_through(&mut next_cp, start_seq);
     let mut line_no = 0u64;
     for line in lines {
         line_no += 1;
@@ -108,7 +154,6 @@ pub fn verify_export<'a>(
         if line.is_empty() {
             continue;
         }
-        let expected = report.records + 1;
         let fail = |seq, kind| Problem {
             line: line_no,
             seq,
@@ -118,10 +163,16 @@ pub fn verify_export<'a>(
             report.first_problem = Some(fail(None, ProblemKind::Malformed));
             return report;
         };
+        if std::mem::take(&mut anchor_pending) && parts.seq > 1 {
+            report.records = parts.seq - 1;
+            report.head_hash = parts.prev;
+            skip_through(&mut next_cp, report.records);
+        }
         if chain_hash(parts.record) != parts.hash {
             report.first_problem = Some(fail(Some(parts.seq), ProblemKind::HashMismatch));
             return report;
         }
+        let expected = report.records + 1;
         if parts.seq != expected {
             report.first_problem = Some(fail(
                 Some(parts.seq),
