@@ -79,8 +79,8 @@ fn purposes() -> Vec<Option<Purpose>> {
         .collect()
 }
 
-/// Every cell of the matrix, with its decision.
-fn matrix() -> Vec<(
+/// (role, action, purpose, consent state, involved, justified, decision)
+type Cell = (
     Role,
     Action,
     Option<Purpose>,
@@ -88,7 +88,20 @@ fn matrix() -> Vec<(
     bool,
     bool,
     Decision,
-)> {
+);
+/// (role, action, purpose, consent state, involved, justified, expected basis or reason)
+type Case = (
+    Role,
+    Action,
+    Option<Purpose>,
+    ConsentState,
+    bool,
+    bool,
+    Result<Basis, DenyReason>,
+);
+
+/// Every cell of the matrix, with its decision.
+fn matrix() -> Vec<Cell> {
     let j = justification();
     let mut out = Vec::new();
     for &role in Role::ALL {
@@ -225,15 +238,7 @@ fn the_reason_names_the_missing_basis() {
     let valid = ConsentState::Valid {
         consent_id: "c-1".into(),
     };
-    let cases: Vec<(
-        Role,
-        Action,
-        Option<Purpose>,
-        ConsentState,
-        bool,
-        bool,
-        Result<Basis, DenyReason>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             Wij,
             QueryInvolvement,
