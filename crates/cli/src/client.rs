@@ -55,6 +55,8 @@ pub struct AgencyClient {
     pub notifications: NotificationServiceClient<Authed>,
     pub consents: ConsentServiceClient<Authed>,
     pub audit: AuditServiceClient<Authed>,
+    pub coordination:
+        signaalpoort_api::v1::coordination_service_client::CoordinationServiceClient<Authed>,
     pub channel: Channel,
 }
 
@@ -97,6 +99,10 @@ impl AgencyClient {
             notifications: NotificationServiceClient::new(with()),
             consents: ConsentServiceClient::new(with()),
             audit: AuditServiceClient::new(with()),
+            coordination:
+                signaalpoort_api::v1::coordination_service_client::CoordinationServiceClient::new(
+                    with(),
+                ),
             channel,
         })
     }

@@ -40,6 +40,25 @@ impl Quarter {
         }
     }
 
+    /// The quarter after this one.
+    pub fn next(self) -> Quarter {
+        let index = i64::from(self.year) * 4 + i64::from(self.q - 1) + 1;
+        Quarter {
+            year: index.div_euclid(4) as i32,
+            q: index.rem_euclid(4) as u8 + 1,
+        }
+    }
+
+    /// Parses a label made by [`Quarter::label`].
+    pub fn parse(label: &str) -> Option<Quarter> {
+        let (year, q) = label.split_once("-Q")?;
+        let q: u8 = q.parse().ok()?;
+        (1..=4).contains(&q).then_some(Quarter {
+            year: year.parse().ok()?,
+            q,
+        })
+    }
+
     pub fn label(self) -> String {
         format!("{}-Q{}", self.year, self.q)
     }

@@ -113,6 +113,14 @@ pub struct CoordinationConfig {
     pub reminder_after_days: u32,
     /// Shorter when a Veilig Thuis or safety signal is part of the match.
     pub reminder_after_days_with_safety_signal: u32,
+    /// Chronicity indicator: how many distinct agencies make a quarter "several agencies involved".
+    pub chronicity_min_agencies: u32,
+    /// ... in how many quarters of the window that must hold (5 = recurring over more than a year).
+    pub chronicity_min_quarters: u32,
+    /// How many quarters back the indicator looks (8 = two years).
+    pub chronicity_window_quarters: u32,
+    /// Safety signals within the window that count as "repeated".
+    pub chronicity_repeated_safety_signals: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +179,10 @@ impl Default for CoordinationConfig {
         CoordinationConfig {
             reminder_after_days: 28,
             reminder_after_days_with_safety_signal: 7,
+            chronicity_min_agencies: 2,
+            chronicity_min_quarters: 5,
+            chronicity_window_quarters: 8,
+            chronicity_repeated_safety_signals: 2,
         }
     }
 }
@@ -261,6 +273,15 @@ impl Config {
             problems.push(
                 "signals.default_lifetime_days must be 1..=730 (two years at most)".to_owned(),
             );
+        }
+        let c = &self.coordination;
+        if c.reminder_after_days == 0 || c.reminder_after_days_with_safety_signal == 0 {
+            problems.push("coordination.reminder_after_days and reminder_after_days_with_safety_signal must be at least 1".to_owned());
+        }
+        if c.chronicity_window_quarters == 0
+            || c.chronicity_min_quarters > c.chronicity_window_quarters
+        {
+            problems.push("coordination.chronicity_min_quarters must be at most chronicity_window_quarters (and the window at least 1)".to_owned());
         }
         if self.audit.checkpoint_interval_secs == 0 {
             problems.push("audit.checkpoint_interval_secs must be at least 1".to_owned());

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use signaalpoort_api::v1::audit_service_server::AuditServiceServer;
 use signaalpoort_api::v1::consent_service_server::ConsentServiceServer;
+use signaalpoort_api::v1::coordination_service_server::CoordinationServiceServer;
 use signaalpoort_api::v1::household_service_server::HouseholdServiceServer;
 use signaalpoort_api::v1::notification_service_server::NotificationServiceServer;
 use signaalpoort_api::v1::signal_service_server::SignalServiceServer;
@@ -214,6 +215,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         .add_service(limited!(
             AuditServiceServer<_>,
             services::audit::Audit(gw.clone())
+        ))
+        .add_service(limited!(
+            CoordinationServiceServer<_>,
+            services::coordination::Coordination(gw.clone())
         ));
     let mut stop = shutdown_rx.clone();
     let server = tokio::spawn(async move {
@@ -250,6 +255,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     }
     jobs.push(spawn_checkpoints(gw.clone()));
     jobs.push(spawn_purge(gw.clone()));
+    jobs.push(spawn_reminders(gw.clone()));
     jobs.push(spawn_health_watch(gw.clone(), health.clone()));
     tracing::info!(%grpc_addr, admin = ?admin_addr, store = gw.store.kind(), agencies = gw.registry.len(), "signaalpoort listening");
     Ok(RunningGateway {
@@ -297,6 +303,92 @@ fn spawn_purge(gw: Arc<Gateway>) -> JoinHandle<()> {
             }
         }
     })
+}
+
+fn spawn_reminders(gw: Arc<Gateway>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(Duration::from_secs(gw.config.signals.purge_interval_secs));
+        loop {
+            tick.tick().await;
+            match send_coordination_reminders(&gw).await {
+                Ok(0) => {}
+                Ok(households) => tracing::info!(households, "coordination reminders sent"),
+                Err(e) => tracing::error!(error = %e, "coordination reminders failed"),
+            }
+        }
+    })
+}
+
+/// Reminds the involved agencies of every household with a match but no coordinator for longer
+/// than configured (shorter with a Veilig Thuis or safety signal), each as one logged system action.
+/// Returns the number of households reminded.
+pub async fn send_coordination_reminders(
+    gw: &Gateway,
+) -> Result<u32, signaalpoort_store::StoreError> {
+    use signaalpoort_core::coordination::{reconcile, reminder_due, ReminderRule};
+    let now = gw.now();
+    let c = &gw.config.coordination;
+    let rule = ReminderRule {
+        after: time::Duration::days(i64::from(c.reminder_after_days)),
+        after_with_safety_signal: time::Duration::days(i64::from(
+            c.reminder_after_days_with_safety_signal,
+        )),
+    };
+    let mut reminded = 0;
+    for household_id in gw.store.read().households_with_match(now).await? {
+        let signals = gw
+            .store
+            .read()
+            .household_signals(&household_id, now)
+            .await?;
+        // The match began when the second agency became involved.
+        let mut first_by_agency: std::collections::BTreeMap<String, time::OffsetDateTime> =
+            Default::default();
+        for s in &signals {
+            let e = first_by_agency
+                .entry(s.agency.to_string())
+                .or_insert(s.registered_at);
+            *e = (*e).min(s.registered_at);
+        }
+        let mut starts: Vec<_> = first_by_agency.values().copied().collect();
+        starts.sort();
+        let Some(match_since) = starts.get(1).copied() else {
+            continue;
+        };
+        let safety = signals.iter().any(|s| {
+            s.category == signaalpoort_core::Category::Safety
+                || gw
+                    .registry
+                    .get(&s.agency)
+                    .is_some_and(|a| a.role == signaalpoort_core::Role::VeiligThuis)
+        });
+        let stored = gw.store.read().coordination(&household_id).await?;
+        let involved = signals.iter().map(|s| s.agency.clone()).collect();
+        let (state, _) = reconcile(&stored.state, &involved);
+        if !reminder_due(
+            rule,
+            match_since,
+            state.coordinator.is_some(),
+            safety,
+            stored.last_reminder,
+            now,
+        ) {
+            continue;
+        }
+        let mut record = system_record(now, "RemindCoordination", "NO_COORDINATOR");
+        record.household_id = household_id.clone();
+        gw.store
+            .execute(WriteRequest {
+                mutation: Mutation::RemindCoordination { household_id, now },
+                idempotency: None,
+                record,
+                alerts: Vec::new(),
+            })
+            .await?;
+        reminded += 1;
+    }
+    Ok(reminded)
 }
 
 /// Deletes expired signals and dissolved households, as one logged system action.

@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::{
-    AlertRow, ChangeCursor, Committed, HouseholdMember, LogFilter, MatchRow, NotificationRow,
-    SignalRow, StoreError, WriteRequest,
+    AlertRow, ChangeCursor, Committed, CoordinationRow, HistoryRow, HouseholdMember, LogFilter,
+    MatchRow, NotificationRow, SignalRow, StoreError, WriteRequest,
 };
 
 #[async_trait]
@@ -60,6 +60,19 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<MatchRow>, StoreError>;
     /// Ids of live households the subject is an unprotected member of.
     async fn households_of(&self, subject: &SubjectPseudonym) -> Result<Vec<String>, StoreError>;
+
+    // --- case coordination ---
+    /// Live signals on the unprotected members of a live household (who is involved, and since when).
+    async fn household_signals(
+        &self,
+        household_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SignalRow>, StoreError>;
+    async fn coordination(&self, household_id: &str) -> Result<CoordinationRow, StoreError>;
+    /// Counts of ended involvement per quarter, agency and category.
+    async fn involvement_history(&self, household_id: &str) -> Result<Vec<HistoryRow>, StoreError>;
+    /// Live households where at least two agencies are involved (a match).
+    async fn households_with_match(&self, now: OffsetDateTime) -> Result<Vec<String>, StoreError>;
 
     // --- consent ---
     async fn consent(&self, id: &str) -> Result<Option<ConsentRecord>, StoreError>;

@@ -56,6 +56,18 @@ pub enum Mutation {
     PurgeExpired {
         now: OffsetDateTime,
     },
+    /// A case-coordination command on a household; the involved agencies are read inside the
+    /// transaction, so the state machine sees who is involved at commit time.
+    Coordinate {
+        household_id: String,
+        command: signaalpoort_core::coordination::Command,
+        now: OffsetDateTime,
+    },
+    /// Reminds the involved agencies that a match has no coordinator.
+    RemindCoordination {
+        household_id: String,
+        now: OffsetDateTime,
+    },
     /// Removes access-log records older than `before` (retention), keeping the hash of the last
     /// removed record as the anchor the remaining chain is verified from.
     PurgeAccessLog {
@@ -103,6 +115,13 @@ pub enum Effect {
     Purged {
         signals: u64,
         households: u64,
+    },
+    Coordinated {
+        state: signaalpoort_core::coordination::CoordinationState,
+        event: signaalpoort_core::coordination::Event,
+    },
+    Reminded {
+        recipients: u32,
     },
     LogPurged {
         /// Records removed by this purge.
@@ -284,4 +303,23 @@ pub struct LogFilter {
 pub struct ChangeCursor {
     pub notification: u64,
     pub alert: u64,
+}
+
+/// One row of the involvement history: counts for a household, quarter, agency and category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// e.g. "2026-Q1"
+    pub quarter: String,
+    pub agency: Oin,
+    pub category: Category,
+    pub registered: u32,
+    pub ended: u32,
+    pub first_at: OffsetDateTime,
+}
+
+/// The stored coordination of a household.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoordinationRow {
+    pub state: signaalpoort_core::coordination::CoordinationState,
+    pub last_reminder: Option<OffsetDateTime>,
 }

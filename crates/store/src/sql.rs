@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use signaalpoort_core::access_log::{
     AccessRecord, DecisionCode, RecordDraft, SignedCheckpoint, GENESIS_HASH,
 };
+use signaalpoort_core::chronicity::Quarter;
 use signaalpoort_core::consent::ConsentRecord;
+use signaalpoort_core::coordination::{self, CoordinationError, CoordinationState};
 use signaalpoort_core::involvement::MatchLevel;
 use signaalpoort_core::{Basis, Category, ContactPoint, Oin, Purpose, Role, SubjectPseudonym};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -559,6 +561,140 @@ fn push_placeholders(sql: &mut String, rows: usize, width: usize) {
     }
 }
 
+/// Live signals on the unprotected members of a household.
+async fn household_signals_on<'c, E: Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    household_id: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<SignalRow>, StoreError> {
+    let columns = SIGNAL_COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(&format!(
+        "SELECT {columns} FROM signals s JOIN household_members m ON m.subject = s.subject \
+         JOIN households h ON h.id = m.household_id \
+         WHERE m.household_id = $1 AND m.protected = FALSE AND h.dissolved_at IS NULL \
+         AND s.withdrawn_at IS NULL AND s.expires_at > $2 ORDER BY s.registered_at, s.id"
+    ))
+    .bind(household_id.to_owned())
+    .bind(micros(now))
+    .fetch_all(e)
+    .await?;
+    rows.iter().map(signal_row).collect()
+}
+
+fn coordination_from_json(state: &str) -> Result<CoordinationState, StoreError> {
+    serde_json::from_str(state).map_err(|e| StoreError::Corrupt(format!("coordination state: {e}")))
+}
+
+async fn coordination_on<'c, E: Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    household_id: &str,
+) -> Result<CoordinationRow, StoreError> {
+    match sqlx::query("SELECT state, last_reminder FROM coordinations WHERE household_id = $1")
+        .bind(household_id.to_owned())
+        .fetch_optional(e)
+        .await?
+    {
+        Some(row) => Ok(CoordinationRow {
+            state: coordination_from_json(&row.try_get::<String, _>(0)?)?,
+            last_reminder: row.try_get::<Option<i64>, _>(1)?.map(from_micros),
+        }),
+        None => Ok(CoordinationRow::default()),
+    }
+}
+
+async fn save_coordination(
+    conn: &mut AnyConnection,
+    household_id: &str,
+    state: &CoordinationState,
+    last_reminder: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO coordinations (household_id, state, last_reminder, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (household_id) DO UPDATE SET state = excluded.state, last_reminder = excluded.last_reminder, updated_at = excluded.updated_at",
+    )
+    .bind(household_id.to_owned())
+    .bind(json(state)?)
+    .bind(last_reminder.map(micros))
+    .bind(micros(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One coordination notification to every involved agency, on one of its signals in the household.
+async fn notify_involved(
+    conn: &mut AnyConnection,
+    signals: &[SignalRow],
+    kind: NotificationKind,
+    household_id: &str,
+    event: &str,
+    now: OffsetDateTime,
+) -> Result<u32, StoreError> {
+    let mut first_signal: BTreeMap<String, &SignalRow> = BTreeMap::new();
+    for s in signals {
+        first_signal.entry(s.agency.to_string()).or_insert(s);
+    }
+    for (agency, sig) in &first_signal {
+        sqlx::query("INSERT INTO notifications (recipient_oin, kind, recipient_signal_id, other_signal_id, level, household_id, coordination_event, occurred_at) VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6)")
+            .bind(agency.clone())
+            .bind(kind.code())
+            .bind(sig.id.clone())
+            .bind(household_id.to_owned())
+            .bind(event.to_owned())
+            .bind(micros(now))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(first_signal.len() as u32)
+}
+
+/// Adds an ended signal to the involvement history of each household its person is in: one count
+/// row per quarter it was active. Nothing in the row points back to the signal.
+async fn record_history(
+    conn: &mut AnyConnection,
+    sig: &SignalRow,
+    ended_at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let households: Vec<String> = sqlx::query("SELECT m.household_id FROM household_members m JOIN households h ON h.id = m.household_id WHERE m.subject = $1 AND m.protected = FALSE AND h.dissolved_at IS NULL")
+        .bind(sig.subject.as_bytes().to_vec())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+    let first = Quarter::of(sig.registered_at.date());
+    let last = Quarter::of(ended_at.date());
+    for household in &households {
+        let mut q = first;
+        loop {
+            sqlx::query(
+                "INSERT INTO involvement_history (household_id, quarter, agency_oin, category, registered, ended, first_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (household_id, quarter, agency_oin, category) DO UPDATE SET registered = involvement_history.registered + excluded.registered, \
+                 ended = involvement_history.ended + excluded.ended, first_at = CASE WHEN excluded.first_at < involvement_history.first_at THEN excluded.first_at ELSE involvement_history.first_at END",
+            )
+            .bind(household.clone())
+            .bind(q.label())
+            .bind(sig.agency.to_string())
+            .bind(sig.category.code())
+            .bind(i64::from(q == first))
+            .bind(i64::from(q == last))
+            .bind(micros(sig.registered_at))
+            .execute(&mut *conn)
+            .await?;
+            if q >= last {
+                break;
+            }
+            q = q.next();
+        }
+    }
+    Ok(())
+}
+
 async fn notify(
     conn: &mut AnyConnection,
     recipient: &Oin,
@@ -785,6 +921,7 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 )));
             };
             let matches = matches_on(&mut *conn, agency, &sig.subject, *now).await?;
+            record_history(conn, &sig, *now).await?;
             sqlx::query("UPDATE signals SET withdrawn_at = $1 WHERE id = $2")
                 .bind(micros(*now))
                 .bind(sig.id.clone())
@@ -923,6 +1060,53 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
             }
             Ok(Ok(Effect::ConsentWithdrawn { at: *now }))
         }
+        Mutation::Coordinate {
+            household_id,
+            command,
+            now,
+        } => {
+            let signals = household_signals_on(&mut *conn, household_id, *now).await?;
+            let involved: BTreeSet<Oin> = signals.iter().map(|s| s.agency.clone()).collect();
+            let stored = coordination_on(&mut *conn, household_id).await?;
+            match coordination::apply(&stored.state, &involved, command.clone(), *now) {
+                Ok((state, event)) => {
+                    save_coordination(conn, household_id, &state, stored.last_reminder, *now)
+                        .await?;
+                    notify_involved(
+                        conn,
+                        &signals,
+                        NotificationKind::Coordination,
+                        household_id,
+                        event.code(),
+                        *now,
+                    )
+                    .await?;
+                    Ok(Ok(Effect::Coordinated { state, event }))
+                }
+                Err(e) => Ok(Err(match e {
+                    CoordinationError::NotCoordinator => {
+                        Rejection::PermissionDenied(signaalpoort_core::DenyReason::NotCoordinator)
+                    }
+                    CoordinationError::NoSuchProposal => Rejection::NotFound(e.to_string()),
+                    other => Rejection::FailedPrecondition(other.to_string()),
+                })),
+            }
+        }
+        Mutation::RemindCoordination { household_id, now } => {
+            let signals = household_signals_on(&mut *conn, household_id, *now).await?;
+            let stored = coordination_on(&mut *conn, household_id).await?;
+            let recipients = notify_involved(
+                conn,
+                &signals,
+                NotificationKind::CoordinationReminder,
+                household_id,
+                "NO_COORDINATOR",
+                *now,
+            )
+            .await?;
+            save_coordination(conn, household_id, &stored.state, Some(*now), *now).await?;
+            Ok(Ok(Effect::Reminded { recipients }))
+        }
         Mutation::PurgeAccessLog { before } => {
             let last: Option<i64> = sqlx::query("SELECT MAX(seq) FROM access_log WHERE time < $1")
                 .bind(micros(*before))
@@ -978,6 +1162,9 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 .await?
                 .rows_affected();
             sqlx::query("DELETE FROM household_members WHERE household_id IN (SELECT id FROM households WHERE dissolved_at <= $1)").bind(cutoff).execute(&mut *conn).await?;
+            // A dissolved household's coordination and history go with it.
+            sqlx::query("DELETE FROM coordinations WHERE household_id IN (SELECT id FROM households WHERE dissolved_at <= $1)").bind(cutoff).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM involvement_history WHERE household_id IN (SELECT id FROM households WHERE dissolved_at <= $1)").bind(cutoff).execute(&mut *conn).await?;
             let households = sqlx::query("DELETE FROM households WHERE dissolved_at <= $1")
                 .bind(cutoff)
                 .execute(&mut *conn)
@@ -1006,6 +1193,7 @@ async fn end_by_expiry(conn: &mut AnyConnection, sig: &SignalRow) -> Result<(), 
         )
         .await?;
     }
+    record_history(conn, sig, sig.expires_at).await?;
     sqlx::query("UPDATE signals SET withdrawn_at = expires_at WHERE id = $1")
         .bind(sig.id.clone())
         .execute(&mut *conn)
@@ -1134,6 +1322,52 @@ impl Backend for SqlBackend {
                 .await?,
         };
         rows.iter().map(signal_row).collect()
+    }
+
+    async fn household_signals(
+        &self,
+        household_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SignalRow>, StoreError> {
+        household_signals_on(&self.read, household_id, now).await
+    }
+
+    async fn coordination(&self, household_id: &str) -> Result<CoordinationRow, StoreError> {
+        coordination_on(&self.read, household_id).await
+    }
+
+    async fn involvement_history(&self, household_id: &str) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query("SELECT quarter, agency_oin, category, registered, ended, first_at FROM involvement_history WHERE household_id = $1 ORDER BY quarter, agency_oin, category")
+            .bind(household_id.to_owned())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    quarter: r.try_get(0)?,
+                    agency: Oin::parse(&r.try_get::<String, _>(1)?)
+                        .map_err(|_| corrupt("history agency"))?,
+                    category: Category::from_code(&r.try_get::<String, _>(2)?)
+                        .ok_or_else(|| corrupt("history category"))?,
+                    registered: r.try_get::<i64, _>(3)? as u32,
+                    ended: r.try_get::<i64, _>(4)? as u32,
+                    first_at: from_micros(r.try_get(5)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn households_with_match(&self, now: OffsetDateTime) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.household_id FROM household_members m JOIN households h ON h.id = m.household_id \
+             JOIN signals s ON s.subject = m.subject \
+             WHERE m.protected = FALSE AND h.dissolved_at IS NULL AND s.withdrawn_at IS NULL AND s.expires_at > $1 \
+             GROUP BY m.household_id HAVING COUNT(DISTINCT s.agency_oin) >= 2 ORDER BY m.household_id",
+        )
+        .bind(micros(now))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     async fn log_anchor(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {

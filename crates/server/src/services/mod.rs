@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod consent;
+pub mod coordination;
 pub mod households;
 pub mod notifications;
 pub mod signals;
