@@ -331,16 +331,24 @@ pub struct Process {
     pub child: tokio::process::Child,
     pub endpoint: String,
     pub pki: PathBuf,
+    /// Everything the gateway wrote to stderr (its log), line by line.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     /// Starts `signaalpoort serve --config <config>` and waits until it listens.
     pub async fn serve(config: &Path, pki: &Path) -> Process {
+        Self::serve_logging(config, pki, "info").await
+    }
+
+    /// As [`Process::serve`], with a `SIGNAALPOORT_LOG` filter (e.g. `debug`).
+    pub async fn serve_logging(config: &Path, pki: &Path, filter: &str) -> Process {
         use tokio::io::AsyncBufReadExt;
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut child = tokio::process::Command::new(under_test_binary())
             .args(["serve", "--config"])
             .arg(config)
-            .env("SIGNAALPOORT_LOG", "info")
+            .env("SIGNAALPOORT_LOG", filter)
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -348,10 +356,16 @@ impl Process {
             .expect("spawn gateway");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let keep = log.clone();
         let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("grpc_addr=").nth(1) {
-                    return rest.split_whitespace().next().map(str::to_owned);
+                let addr = line
+                    .split("grpc_addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next().map(str::to_owned));
+                keep.lock().expect("log").push(line);
+                if addr.is_some() {
+                    return addr;
                 }
             }
             None
@@ -360,11 +374,17 @@ impl Process {
         .expect("gateway listens within 60 s")
         .expect("gateway printed its address");
         // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let keep = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep.lock().expect("log").push(line);
+            }
+        });
         Process {
             child,
             endpoint: format!("https://{addr}"),
             pki: pki.to_owned(),
+            log,
         }
     }
 

@@ -569,7 +569,8 @@ async fn state_survives_a_restart(backend: Backend) {
 
 async fn no_bsn_in_data_directory_or_logs(backend: Backend) {
     let env = Env::new(backend).await;
-    let gw = env.start(&clock()).await;
+    // The real binary, logging at debug level, so its whole log can be searched too.
+    let gw = Process::serve_logging(&env.write_config(""), &env.pki(), "debug").await;
     let used: Vec<String> = (81..86).map(bsn).collect();
     let mut wij = gw.client(WIJ).await;
     for b in &used {
@@ -582,6 +583,17 @@ async fn no_bsn_in_data_directory_or_logs(backend: Backend) {
     )
     .await;
     consent(&mut wij, &used[0], ROLES, &[CARE]).await;
+    // A refused call with a BSN in it.
+    let bad = wij
+        .signals
+        .register_signal(pb::RegisterSignalRequest {
+            bsn: used[3].clone(),
+            category: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
     let mut auditor = gw.client(AUDITOR).await;
     auditor
         .audit
@@ -591,7 +603,16 @@ async fn no_bsn_in_data_directory_or_logs(backend: Backend) {
         })
         .await
         .unwrap();
-    gw.stop().await;
+    let log = gw.log.clone();
+    assert!(gw.terminate().await.success());
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("signaalpoort listening"),
+        "the log was captured:\n{log}"
+    );
+    for b in &used {
+        assert!(!log.contains(b.as_str()), "BSN found in the gateway's log");
+    }
     for entry in walk(&env.data()) {
         let bytes = std::fs::read(&entry).unwrap();
         for b in &used {
