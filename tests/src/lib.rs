@@ -335,20 +335,35 @@ pub struct Process {
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// The gRPC address from the "listening" line, in plain (`grpc_addr=…`) or JSON
+/// (`"grpc_addr":"…"`) log format.
+fn listening_address(line: &str) -> Option<String> {
+    if let Some(rest) = line.split("\"grpc_addr\":\"").nth(1) {
+        return rest.split('"').next().map(str::to_owned);
+    }
+    line.split("grpc_addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
+}
+
 impl Process {
     /// Starts `signaalpoort serve --config <config>` and waits until it listens.
     pub async fn serve(config: &Path, pki: &Path) -> Process {
-        Self::serve_logging(config, pki, "info").await
+        Self::serve_logging(config, pki, "info", false).await
     }
 
-    /// As [`Process::serve`], with a `SIGNAALPOORT_LOG` filter (e.g. `debug`).
-    pub async fn serve_logging(config: &Path, pki: &Path, filter: &str) -> Process {
+    /// As [`Process::serve`], with a `SIGNAALPOORT_LOG` filter (e.g. `debug`), JSON logs if asked.
+    pub async fn serve_logging(config: &Path, pki: &Path, filter: &str, json: bool) -> Process {
         use tokio::io::AsyncBufReadExt;
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut child = tokio::process::Command::new(under_test_binary())
             .args(["serve", "--config"])
             .arg(config)
             .env("SIGNAALPOORT_LOG", filter)
+            .env(
+                "SIGNAALPOORT_SERVER_LOG_JSON",
+                if json { "true" } else { "false" },
+            )
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -359,10 +374,7 @@ impl Process {
         let keep = log.clone();
         let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
             while let Ok(Some(line)) = lines.next_line().await {
-                let addr = line
-                    .split("grpc_addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next().map(str::to_owned));
+                let addr = listening_address(&line);
                 keep.lock().expect("log").push(line);
                 if addr.is_some() {
                     return addr;

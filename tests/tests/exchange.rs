@@ -570,7 +570,7 @@ async fn state_survives_a_restart(backend: Backend) {
 async fn no_bsn_in_data_directory_or_logs(backend: Backend) {
     let env = Env::new(backend).await;
     // The real binary, logging at debug level, so its whole log can be searched too.
-    let gw = Process::serve_logging(&env.write_config(""), &env.pki(), "debug").await;
+    let gw = Process::serve_logging(&env.write_config(""), &env.pki(), "debug", true).await;
     let used: Vec<String> = (81..86).map(bsn).collect();
     let mut wij = gw.client(WIJ).await;
     for b in &used {
@@ -583,6 +583,15 @@ async fn no_bsn_in_data_directory_or_logs(backend: Backend) {
     )
     .await;
     consent(&mut wij, &used[0], ROLES, &[CARE]).await;
+    // A call with a W3C trace context: its log line carries the ids its access-log record has.
+    let mut traced = tonic::Request::new(pb::ListSignalsRequest::default());
+    traced.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    wij.signals.list_signals(traced).await.unwrap();
     // A refused call with a BSN in it.
     let bad = wij
         .signals
@@ -613,6 +622,18 @@ async fn no_bsn_in_data_directory_or_logs(backend: Backend) {
     for b in &used {
         assert!(!log.contains(b.as_str()), "BSN found in the gateway's log");
     }
+    // Logs are JSON lines, and the traced call's line names the trace the caller sent.
+    let traced_line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .unwrap_or_else(|| panic!("no JSON log line carries the trace id:\n{log}"));
+    assert_eq!(traced_line["fields"]["method"], "ListSignals");
+    assert_eq!(traced_line["fields"]["code"], "Ok");
+    assert!(!traced_line["fields"]["span_id"]
+        .as_str()
+        .unwrap_or("")
+        .is_empty());
     for entry in walk(&env.data()) {
         let bytes = std::fs::read(&entry).unwrap();
         for b in &used {

@@ -723,7 +723,7 @@ fn write_report(plan: &Plan, report: &Report) -> anyhow::Result<()> {
     }
     let mut md = format!(
         "# Benchmarks\n\nMeasured on {} ({}), load generator and servers on the same machine.\n\
-Command: `{}` (about 10 minutes). Raw results: `bench-results/latest.json`.\n\n\
+Command: `{}` (about 15 minutes on 2 cores, most of it preloading the 1-million-household store). Raw results: `bench-results/latest.json`.\n\n\
 Servers run as separate processes; \"CPU %\" is the server process's CPU time over the cell \
 (200% = both cores). Every gateway call is durable and audited: no call answers before its \
 access-log record is committed (SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`).\n\n\
