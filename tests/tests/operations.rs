@@ -409,12 +409,17 @@ async fn sigterm_during_calls_loses_none_and_writes_the_final_checkpoint(backend
     assert!(exit.success(), "graceful exit: {exit:?}");
     for t in tasks {
         if let Some(status) = t.await.unwrap() {
-            // Calls after the stop are refused, never half-done.
+            // Calls after the stop are refused, never half-done. A stream the client opened
+            // just as the server's HTTP/2 GOAWAY (NO_ERROR) arrived was never processed; tonic
+            // reports that refusal as INTERNAL "h2 protocol error" (hyperium/h2#741).
+            let refused_by_goaway =
+                status.code() == Code::Internal && format!("{status:?}").contains("GoAway");
             assert!(
-                matches!(
-                    status.code(),
-                    Code::Unavailable | Code::Unknown | Code::Cancelled
-                ),
+                refused_by_goaway
+                    || matches!(
+                        status.code(),
+                        Code::Unavailable | Code::Unknown | Code::Cancelled
+                    ),
                 "{status:?}"
             );
         }
