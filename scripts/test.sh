@@ -17,6 +17,19 @@ PY
     fi
 fi
 
+# Every PostgreSQL test makes its own database; this run's share a prefix and are dropped at exit.
+if [ -n "${SIGNAALPOORT_TEST_DATABASE_URL:-}" ]; then
+    export SIGNAALPOORT_TEST_DB_PREFIX="sp_test_$(python3 -c 'import secrets; print(secrets.token_hex(6))')_"
+    drop_run_databases() {
+        command -v psql >/dev/null || return 0
+        psql "$SIGNAALPOORT_TEST_DATABASE_URL" -Atq -c \
+            "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE);', datname) FROM pg_database
+              WHERE left(datname, length('$SIGNAALPOORT_TEST_DB_PREFIX')) = '$SIGNAALPOORT_TEST_DB_PREFIX'" \
+            | psql "$SIGNAALPOORT_TEST_DATABASE_URL" -q >/dev/null || true
+    }
+    trap drop_run_databases EXIT
+fi
+
 cargo test --workspace --locked
 
 if [ -n "${SIGNAALPOORT_TEST_DATABASE_URL:-}" ]; then

@@ -281,6 +281,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             .handshake
             .push(handshakes(&endpoint, &pki, name, plan.handshakes).await?);
         gateway.stop().await;
+        if let (Some(admin), Some(db)) = (&plan.postgres, url.strip_prefix("postgres://")) {
+            // The run's database is scratch: drop it rather than leave it on the server.
+            if let Some(name) = db.rsplit('/').next().and_then(|n| n.split('?').next()) {
+                signaalpoort_store::testing::drop_database(admin, name).await?;
+            }
+        }
     }
 
     // 3. Scale: the read path with many households preloaded (SQLite, the embedded default).

@@ -22,6 +22,28 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
     Ok(format!("{base}/{name}{query}"))
 }
 
+/// Drops database `name` on the server of `admin_url`, closing any sessions still on it.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+        .await?;
+    Ok(())
+}
+
+/// The name of a database made for one test: `SIGNAALPOORT_TEST_DB_PREFIX` (set per run by
+/// `scripts/test.sh`, which drops the run's databases when it ends) and a random part.
+fn test_database_name() -> String {
+    let prefix = std::env::var("SIGNAALPOORT_TEST_DB_PREFIX")
+        .ok()
+        .filter(|p| {
+            !p.is_empty()
+                && p.len() <= 30
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .unwrap_or_else(|| "sp_test_".to_owned());
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A fresh, empty database for one test, or `None` when PostgreSQL tests are not configured.
 pub async fn fresh_postgres_url() -> Option<String> {
     let required = std::env::var("SIGNAALPOORT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
@@ -32,7 +54,7 @@ pub async fn fresh_postgres_url() -> Option<String> {
         );
         return None;
     };
-    let name = format!("sp_test_{}", uuid::Uuid::new_v4().simple());
+    let name = test_database_name();
     match create_database(&admin, &name).await {
         Ok(url) => Some(url),
         Err(e) => {
