@@ -9,7 +9,9 @@ use std::time::Instant;
 use signaalpoort_core::access_log::{DecisionCode, RecordDraft};
 use signaalpoort_core::consent::ConsentState;
 use signaalpoort_core::policy::{self, Action, Decision, Permit, PolicyRequest};
-use signaalpoort_core::{ActorId, Agency, Basis, Justification, Oin, Purpose, SubjectPseudonym};
+use signaalpoort_core::{
+    ActorId, Agency, Basis, Justification, Oin, Purpose, RequestId, SubjectPseudonym,
+};
 use signaalpoort_store::{AlertDraft, Effect, Mutation, WriteRequest};
 use signaalpoort_tls::TlsConnectInfo;
 use tonic::metadata::MetadataMap;
@@ -211,7 +213,7 @@ impl Call {
         &self,
         caller: &Caller,
         mutation: Mutation,
-        request_id: Option<&str>,
+        request_id: Option<&RequestId>,
     ) -> Result<Effect, ApiError> {
         let (record, alerts) = self.prepare_record(Ok(()));
         self.mark_logged();
@@ -221,7 +223,7 @@ impl Call {
             .store
             .execute(WriteRequest {
                 mutation,
-                idempotency: request_id.map(|r| (caller.agency.oin.clone(), r.to_owned())),
+                idempotency: request_id.map(|r| (caller.agency.oin.clone(), r.as_str().to_owned())),
                 record,
                 alerts,
             })

@@ -163,7 +163,7 @@ impl ConsentService for Consents {
                         .execute(
                             &caller,
                             Mutation::RecordConsent(consent),
-                            request_id.as_ref().map(RequestId::as_str),
+                            request_id.as_ref(),
                         )
                         .await?
                     {
@@ -228,14 +228,7 @@ impl ConsentService for Consents {
                     }
                     call.decide(&caller, None, true, &ConsentState::None, None)?;
                     let mutation = Mutation::WithdrawConsent { consent_id, now };
-                    match call
-                        .execute(
-                            &caller,
-                            mutation,
-                            request_id.as_ref().map(RequestId::as_str),
-                        )
-                        .await?
-                    {
+                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
                         Effect::ConsentWithdrawn { at } => Ok(pb::WithdrawConsentResponse {
                             withdrawn_at: Some(ts(at)),
                         }),

@@ -178,10 +178,7 @@ impl Coordination {
             command,
             now: call.now(),
         };
-        match call
-            .execute(caller, mutation, request_id.map(RequestId::as_str))
-            .await?
-        {
+        match call.execute(caller, mutation, request_id).await? {
             Effect::Coordinated { state, .. } => Ok(coordination_to_pb(
                 &gw,
                 &case.household_id,

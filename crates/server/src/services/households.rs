@@ -74,14 +74,7 @@ impl HouseholdService for Households {
                         members,
                         now: call.now(),
                     };
-                    match call
-                        .execute(
-                            &caller,
-                            mutation,
-                            request_id.as_ref().map(RequestId::as_str),
-                        )
-                        .await?
-                    {
+                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
                         Effect::HouseholdDeclared {
                             household_id,
                             replaced,
@@ -128,14 +121,7 @@ impl HouseholdService for Households {
                         household_ref,
                         now: call.now(),
                     };
-                    match call
-                        .execute(
-                            &caller,
-                            mutation,
-                            request_id.as_ref().map(RequestId::as_str),
-                        )
-                        .await?
-                    {
+                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
                         Effect::HouseholdDissolved { at } => Ok(pb::DissolveHouseholdResponse {
                             dissolved_at: Some(ts(at)),
                         }),

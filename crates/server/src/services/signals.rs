@@ -84,14 +84,7 @@ impl SignalService for Signals {
                         expires_at,
                         now,
                     };
-                    match call
-                        .execute(
-                            &caller,
-                            mutation,
-                            request_id.as_ref().map(RequestId::as_str),
-                        )
-                        .await?
-                    {
+                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
                         Effect::SignalRegistered {
                             signal,
                             refreshed,
@@ -143,14 +136,7 @@ impl SignalService for Signals {
                         signal_id,
                         now: call.now(),
                     };
-                    match call
-                        .execute(
-                            &caller,
-                            mutation,
-                            request_id.as_ref().map(RequestId::as_str),
-                        )
-                        .await?
-                    {
+                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
                         Effect::SignalWithdrawn { at } => Ok(pb::WithdrawSignalResponse {
                             withdrawn_at: Some(ts(at)),
                         }),
