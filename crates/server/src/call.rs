@@ -357,17 +357,21 @@ fn trace_ids(meta: &MetadataMap) -> (String, String) {
     let incoming = meta
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| {
-            let parts: Vec<&str> = s.split('-').collect();
-            let ok = parts.len() == 4
-                && parts[0].len() == 2
-                && parts[1].len() == 32
-                && parts[2].len() == 16
-                && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
-                && parts[1] != "00000000000000000000000000000000";
-            ok.then(|| parts[1].to_ascii_lowercase())
-        });
+        .and_then(parse_traceparent);
     let trace_id = incoming.unwrap_or_else(|| hex::encode(uuid::Uuid::new_v4().as_bytes()));
     let span_id = hex::encode(&uuid::Uuid::new_v4().as_bytes()[..8]);
     (trace_id, span_id)
+}
+
+/// The trace id (32 lowercase hex digits, not all zero) of a W3C `traceparent` header value, or
+/// `None` when the value is malformed. Public for the fuzz target.
+pub fn parse_traceparent(value: &str) -> Option<String> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let ok = parts.len() == 4
+        && parts[0].len() == 2
+        && parts[1].len() == 32
+        && parts[2].len() == 16
+        && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
+        && parts[1] != "00000000000000000000000000000000";
+    ok.then(|| parts[1].to_ascii_lowercase())
 }
