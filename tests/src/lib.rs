@@ -2,6 +2,8 @@
 //! database (SQLite file or a new PostgreSQL database) and ephemeral ports; clients per agency over
 //! real mutual TLS.
 
+pub mod model;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
