@@ -567,11 +567,10 @@ impl Model {
         }
         let cutoff = now - Duration::days(7);
         let gone = |s: &Signal| s.ended.is_some_and(|e| e <= cutoff);
-        for n in 0..self.notes.len() {
-            let note = &self.notes[n];
-            if gone(&self.signals[note.recipient_signal]) || gone(&self.signals[note.other_signal])
-            {
-                self.notes[n].purged = true;
+        let signals = &self.signals;
+        for note in self.notes.iter_mut() {
+            if gone(&signals[note.recipient_signal]) || gone(&signals[note.other_signal]) {
+                note.purged = true;
             }
         }
     }
