@@ -5,6 +5,7 @@ pub mod audit;
 pub mod client;
 pub mod demo;
 pub mod dev;
+pub mod install_keys;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,16 @@ pub enum Command {
     Healthcheck {
         #[arg(long, default_value = "127.0.0.1:7444")]
         admin: String,
+    },
+    /// Copy the key files of a mounted Secret into the key directory, owner-only (0700/0600): the
+    /// Kubernetes initContainer step, with this image rather than a second one.
+    InstallKeys {
+        /// The mounted Secret (its `..data` entries are skipped).
+        #[arg(long)]
+        from: PathBuf,
+        /// The key directory the gateway reads.
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Print the policy table (Markdown), as the gateway runs it.
     Policy,
@@ -189,6 +200,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::MoveToPostgres { config, to } => return move_to_postgres(&config, &to).await,
         Command::Healthcheck { admin } => return healthcheck(&admin).await,
+        Command::InstallKeys { from, to } => {
+            let names = install_keys::install_keys(&from, &to)?;
+            println!(
+                "installed {} into {} (0600)",
+                names.join(", "),
+                to.display()
+            );
+        }
         Command::Policy => print!("{}", signaalpoort_core::policy::policy_table_markdown()),
         Command::Audit { command } => return audit::run(command).await,
     }
