@@ -99,7 +99,7 @@ mod tests {
 
     /// A Secret volume as the kubelet lays it out: files are symlinks into `..data`, which points at
     /// a timestamped directory; all group- and world-readable.
-    fn secret_volume(dir: &Path, files: &[(&str, &[u8])]) {
+    fn secret_volume(dir: &Path, files: &[(&str, &str)]) {
         let real = dir.join("..2026_11_23_17_00_00.1");
         std::fs::create_dir_all(&real).unwrap();
         for (name, bytes) in files {
@@ -117,13 +117,13 @@ mod tests {
         let (from, to) = (tmp.path().join("secret"), tmp.path().join("data/keys"));
         secret_volume(
             &from,
-            &[("pseudonym.key", b"k1"), ("checkpoint-ed25519.pk8", b"k2")],
+            &[("pseudonym.key", "k1"), ("checkpoint-ed25519.pk8", "k2")],
         );
         let names = install_keys(&from, &to).unwrap();
         assert_eq!(names, ["checkpoint-ed25519.pk8", "pseudonym.key"]);
         assert_eq!(mode(&to), 0o700);
-        for (name, bytes) in [("pseudonym.key", b"k1"), ("checkpoint-ed25519.pk8", b"k2")] {
-            assert_eq!(std::fs::read(to.join(name)).unwrap(), bytes);
+        for (name, content) in [("pseudonym.key", "k1"), ("checkpoint-ed25519.pk8", "k2")] {
+            assert_eq!(std::fs::read(to.join(name)).unwrap(), content.as_bytes());
             assert_eq!(mode(&to.join(name)), 0o600, "{name}");
         }
         let mut left: Vec<_> = std::fs::read_dir(&to)
@@ -141,7 +141,7 @@ mod tests {
         std::fs::create_dir_all(&to).unwrap();
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(to.join("pseudonym.key"), b"old").unwrap();
-        secret_volume(&from, &[("pseudonym.key", b"new")]);
+        secret_volume(&from, &[("pseudonym.key", "new")]);
         install_keys(&from, &to).unwrap();
         assert_eq!(std::fs::read(to.join("pseudonym.key")).unwrap(), b"new");
         assert_eq!(mode(&to.join("pseudonym.key")), 0o600);
