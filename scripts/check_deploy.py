@@ -799,6 +799,21 @@ def check_serve(c: Checker, binary: Path, tmp: Path) -> str:
         for path in ("/readyz", "/livez", "/metrics"):
             c.check(path in bodies, f"GET {base}{path} → 200 within {TIMEOUT:.0f} s",
                     f"last: {last.get(path)}")
+        # One real call over mutual TLS (the auditor of the dev PKI reads the access log), so
+        # the per-call series (signaalpoort_grpc_calls_total) exist for the alert check.
+        if "/readyz" in bodies:
+            r = subprocess.run([str(binary), "audit", "query", "--endpoint",
+                                f"https://127.0.0.1:{grpc}", "--pki", str(tmp / "pki"),
+                                "--actor", "check-deploy-1"],
+                               capture_output=True, text=True, timeout=60, env=clean_env({}))
+            c.check(r.returncode == 0, "audit query over mutual TLS as the auditor exits 0",
+                    (r.stdout + r.stderr).strip()[-300:])
+            try:
+                status, body = http_get(base + "/metrics")
+                if status == 200:
+                    bodies["/metrics"] = body
+            except OSError as e:
+                c.check(False, "GET /metrics after the call", str(e))
         metrics = bodies.get("/metrics", "")
         series = sorted({m for m in re.findall(r"^(signaalpoort_[a-z0-9_]+)", metrics, re.M)})
         c.check(bool(series), f"/metrics has signaalpoort_ series ({len(series)}, e.g. "
