@@ -84,7 +84,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    std::fs::rename(tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 
@@ -126,7 +126,8 @@ mod tests {
             assert_eq!(std::fs::read(to.join(name)).unwrap(), content.as_bytes());
             assert_eq!(mode(&to.join(name)), 0o600, "{name}");
         }
-        let mut left: Vec<_> = std::fs::read_dir(&to)
+        let mut left: Vec<_> = to
+            .read_dir()
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
