@@ -44,7 +44,7 @@ def main() -> int:
             metadata=metadata,
         )
         print(f"registered signal {response.signal.signal_id} (refreshed={response.refreshed}, "
-              f"matches={response.match_count}, expires {response.signal.expires_at.ToJsonString()})")
+              f"expires {response.signal.expires_at.ToJsonString()})")
 
         # Bad input gets INVALID_ARGUMENT naming the field.
         try:

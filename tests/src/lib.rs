@@ -230,7 +230,7 @@ pub async fn declare(
                 .iter()
                 .map(|b| pb::HouseholdMember {
                     bsn: (*b).to_owned(),
-                    protected: false,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()
@@ -240,7 +240,46 @@ pub async fn declare(
         .into_inner()
 }
 
-/// Consent of an adult (16+) for the given roles and purposes, household-wide.
+/// Declares a household with the members' birth dates (the age rules' only source), each given as
+/// an age in whole years on `today` (the gateway's clock), well away from a birthday.
+pub async fn declare_aged(
+    c: &mut AgencyClient,
+    reference: &str,
+    today: time::Date,
+    members: &[(&str, i32)],
+) -> pb::DeclareHouseholdResponse {
+    c.households
+        .declare_household(pb::DeclareHouseholdRequest {
+            household_ref: reference.to_owned(),
+            members: members
+                .iter()
+                .map(|(b, years)| pb::HouseholdMember {
+                    bsn: (*b).to_owned(),
+                    birth_date: born_years_before(today, *years),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("declare")
+        .into_inner()
+}
+
+/// A birth date (YYYY-MM-DD) of someone who is `years` old on `today` and not near a birthday.
+pub fn born_years_before(today: time::Date, years: i32) -> String {
+    let d = today - time::Duration::days(40);
+    format!(
+        "{:04}-{:02}-{:02}",
+        d.year() - years,
+        u8::from(d.month()),
+        d.day().min(28)
+    )
+}
+
+/// Consent given by the person and a parent or guardian together, household-wide, for the given
+/// roles and purposes: it covers its own person whatever the age, and the household's members the
+/// municipality declared under 12 (a parent's consent speaks for them), nobody else.
 pub async fn consent(
     c: &mut AgencyClient,
     bsn: &str,
@@ -250,9 +289,11 @@ pub async fn consent(
     c.consents
         .record_consent(pb::RecordConsentRequest {
             bsn: bsn.to_owned(),
-            birth_date: "1985-01-01".into(),
             include_household: true,
-            givers: vec![pb::ConsentGiver::Subject as i32],
+            givers: vec![
+                pb::ConsentGiver::Subject as i32,
+                pb::ConsentGiver::ParentOrGuardian as i32,
+            ],
             purposes: purposes.iter().map(|p| *p as i32).collect(),
             roles: roles.iter().map(|r| *r as i32).collect(),
             valid_until: future(180),

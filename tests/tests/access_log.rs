@@ -60,7 +60,13 @@ async fn every_rpc_writes_exactly_one_record(backend: Backend) {
     one_record!(
         gw,
         "DeclareHousehold",
-        declare(&mut gem, "hh-201", &[&mother, &child]).await
+        declare_aged(
+            &mut gem,
+            "hh-201",
+            time::OffsetDateTime::now_utc().date(),
+            &[(&mother, 35), (&child, 6)]
+        )
+        .await
     );
     one_record!(
         gw,

@@ -45,9 +45,12 @@ async fn household_consent(c: &mut AgencyClient, clock: &ManualClock, parent: &s
     c.consents
         .record_consent(pb::RecordConsentRequest {
             bsn: parent.to_owned(),
-            birth_date: "1985-01-01".into(),
             include_household: true,
-            givers: vec![pb::ConsentGiver::Subject as i32],
+            // As herself and as parent: it covers her and the household's children under 12.
+            givers: vec![
+                pb::ConsentGiver::Subject as i32,
+                pb::ConsentGiver::ParentOrGuardian as i32,
+            ],
             purposes: vec![CASE as i32, pb::Purpose::CareCoordination as i32],
             roles: vec![
                 pb::Role::Wij as i32,
@@ -90,10 +93,12 @@ struct Family {
 /// Mother (WIJ) and child (GGD, Accare) in one declared household, with consent.
 async fn family(gw: &Gateway, clock: &ManualClock, n: u32) -> Family {
     let (mother, child) = (bsn(n), bsn(n + 1));
-    declare(
+    // A toddler: the mother's consent as parent covers the child through the years the tests span.
+    declare_aged(
         &mut gw.client(GEMEENTE).await,
         &format!("hh-{n}"),
-        &[&mother, &child],
+        clock.now().date(),
+        &[(&mother, 35), (&child, 1)],
     )
     .await;
     let mut wij = gw.client(WIJ).await;
@@ -457,7 +462,13 @@ async fn reminders_follow_the_clock(backend: Backend) {
 
     // A Veilig Thuis safety signal shortens the wait to a week.
     let (mother, child) = (bsn(760), bsn(761));
-    declare(&mut gw.client(GEMEENTE).await, "hh-760", &[&mother, &child]).await;
+    declare_aged(
+        &mut gw.client(GEMEENTE).await,
+        "hh-760",
+        clock.now().date(),
+        &[(&mother, 30), (&child, 3)],
+    )
+    .await;
     signal(
         &mut gw.client(WIJ).await,
         &clock,
@@ -472,6 +483,14 @@ async fn reminders_follow_the_clock(backend: Backend) {
         &child,
         pb::Category::Safety,
         "VT",
+    )
+    .await;
+    // Only agencies the family's consent lets know of each other are reminded.
+    consent(
+        &mut gw.client(WIJ).await,
+        &mother,
+        &[pb::Role::Wij, pb::Role::VeiligThuis],
+        &[CASE],
     )
     .await;
     clock.advance(time::Duration::days(8));
@@ -561,14 +580,18 @@ async fn history_and_chronicity_over_two_years(backend: Backend) {
         ("2024-Q3", 3, 0, 1),
         ("2024-Q4", 2, 0, 0),
         ("2025-Q1", 2, 0, 0),
-        ("2025-Q2", 3, 1, 0),
+        // Veilig Thuis's safety signal is not counted for WIJ: the family's consent does not name
+        // Veilig Thuis, and sensitive involvement is not shown on the consent basis.
+        ("2025-Q2", 2, 0, 0),
     ]
     .iter()
     .map(|(p, a, r, e)| (p.to_string(), *a, *r, *e))
     .collect();
     assert_eq!(got, want);
-    let q2_2025 = &history.periods[5];
-    assert!(q2_2025.categories.contains(&(pb::Category::Safety as i32)));
+    assert!(history
+        .periods
+        .iter()
+        .all(|p| !p.categories.contains(&(pb::Category::Safety as i32))));
     // 2024-01-15 to 2025-05-15.
     assert_eq!(history.involvement_days, 486);
     // The ended signal is purged; its involvement stays in the history, as counts only.
@@ -631,16 +654,34 @@ async fn history_and_chronicity_over_two_years(backend: Backend) {
         .unwrap_err();
     assert_eq!(deny_reason(&stranger), "NOT_INVOLVED");
     assert_eq!(gw.log_len().await, before + 2);
-    // Veilig Thuis may read the indicator on the safety basis, openly.
+    // Veilig Thuis may read the history and the indicator on the safety basis, openly — and sees
+    // its own safety signal counted.
+    let vt_case = || {
+        Some(pb::CaseRef {
+            your_signal_id: vt_sig.clone(),
+            purpose: pb::Purpose::ChildSafety as i32,
+            safety_justification: "herhaalde melding, patroon beoordelen voor triage".into(),
+        })
+    };
+    let vt_history = vt
+        .coordination
+        .get_history(pb::GetHistoryRequest { case: vt_case() })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = vt_history.periods.last().unwrap();
+    assert_eq!(
+        (
+            last.period.as_str(),
+            last.distinct_agencies,
+            last.signals_registered
+        ),
+        ("2025-Q2", 3, 1)
+    );
+    assert!(last.categories.contains(&(pb::Category::Safety as i32)));
     let vt_view = vt
         .coordination
-        .get_chronicity(pb::GetChronicityRequest {
-            case: Some(pb::CaseRef {
-                your_signal_id: vt_sig,
-                purpose: pb::Purpose::ChildSafety as i32,
-                safety_justification: "herhaalde melding, patroon beoordelen voor triage".into(),
-            }),
-        })
+        .get_chronicity(pb::GetChronicityRequest { case: vt_case() })
         .await
         .unwrap()
         .into_inner();
@@ -648,7 +689,7 @@ async fn history_and_chronicity_over_two_years(backend: Backend) {
     let record = gw
         .store()
         .read()
-        .export_log(before + 3, before + 3, 1)
+        .export_log(before + 4, before + 4, 1)
         .await
         .unwrap()
         .remove(0);

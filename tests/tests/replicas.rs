@@ -103,9 +103,16 @@ async fn concurrent_writes_on_both_replicas_keep_one_log_and_exact_matches() {
             .unwrap()
             .oin;
         let oin = signaalpoort_core::Oin::parse(&oin).unwrap();
+        // Nobody read them and no consent covers anyone: all are stored, none delivered yet.
+        assert!(store
+            .read()
+            .numbered_notifications(&oin, 0, 1000)
+            .await
+            .unwrap()
+            .is_empty());
         let notes = store
             .read()
-            .notifications_after(&oin, 0, 1000)
+            .pending_notifications(&oin, 0, 1000)
             .await
             .unwrap();
         let mut pairs: Vec<(String, String)> = notes

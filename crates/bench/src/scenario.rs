@@ -430,8 +430,11 @@ async fn setup_read_path(
         wij.consents
             .record_consent(pb::RecordConsentRequest {
                 bsn,
-                birth_date: "1980-01-01".into(),
-                givers: vec![pb::ConsentGiver::Subject as i32],
+                // No declared birth date: the strictest rule, both givers.
+                givers: vec![
+                    pb::ConsentGiver::Subject as i32,
+                    pb::ConsentGiver::ParentOrGuardian as i32,
+                ],
                 purposes: vec![pb::Purpose::CareCoordination as i32],
                 roles: vec![pb::Role::Wij as i32, pb::Role::Ggd as i32],
                 valid_until: Some(prost_types::Timestamp {
@@ -595,6 +598,7 @@ async fn preload(url: &str, households: usize) -> anyhow::Result<()> {
                 .map(|k| HouseholdMember {
                     subject: subject(k),
                     protected: false,
+                    birth_date: None,
                 })
                 .collect();
             hh.push((format!("pre-{i}"), format!("pre-{i}"), gem.clone(), members));

@@ -147,26 +147,38 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         })
         .await?;
     say("Accare (youth care) registers a mental-health signal on the son.");
-    say(format!(
-        "No one is matched yet: they concern different persons (match count for WIJ: {}).",
-        wij_signal.match_count
-    ));
+    say("Nobody learns anything from registering: the answer is the agency's own signal, whether or not others are involved.");
 
     step(
         2,
-        "The municipality declares the household from the BRP, so signals on any member match.",
+        "The municipality declares the household from the BRP, with birth dates: signals on any member match, and ages decide who may consent.",
     );
+    let today = time::OffsetDateTime::now_utc().date() - time::Duration::days(40);
+    let born = |years: i32| {
+        format!(
+            "{:04}-{:02}-{:02}",
+            today.year() - years,
+            u8::from(today.month()),
+            today.day().min(28)
+        )
+    };
     let mut gemeente_households = gemeente.households.clone();
     let hh = gemeente_households
         .declare_household(pb::DeclareHouseholdRequest {
             household_ref: format!("demo-{run}"),
-            members: [&f.mother, &f.father, &f.daughter, &f.son]
-                .iter()
-                .map(|b| pb::HouseholdMember {
-                    bsn: (*b).clone(),
-                    protected: false,
-                })
-                .collect(),
+            members: [
+                (&f.mother, 37),
+                (&f.father, 39),
+                (&f.daughter, 7),
+                (&f.son, 14),
+            ]
+            .iter()
+            .map(|(b, years)| pb::HouseholdMember {
+                bsn: (*b).clone(),
+                birth_date: born(*years),
+                ..Default::default()
+            })
+            .collect(),
             ..Default::default()
         })
         .await?
@@ -199,15 +211,17 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
 
     step(
         4,
-        "The WIJ worker talks with the parents; they consent to exchange for care coordination.",
+        "The WIJ worker talks with the mother; she consents for herself and, as parent, for the household.",
     );
     let consent = wij
         .consents
         .record_consent(pb::RecordConsentRequest {
             bsn: f.mother.clone(),
-            birth_date: "1988-02-14".into(),
             include_household: true,
-            givers: vec![pb::ConsentGiver::Subject as i32],
+            givers: vec![
+                pb::ConsentGiver::Subject as i32,
+                pb::ConsentGiver::ParentOrGuardian as i32,
+            ],
             purposes: vec![
                 pb::Purpose::CareCoordination as i32,
                 pb::Purpose::CaseCoordination as i32,
@@ -227,14 +241,13 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     say(format!(
-        "Consent recorded (id {}), covering WIJ, GGD and youth care, for the household, valid for a year.",
+        "Consent recorded (id {}), naming WIJ, GGD and youth care. It covers the mother and the daughter of 7 (a parent speaks for a child under 12) — not the son of 14, who must consent himself, nor the father.",
         consent.consent.map(|c| c.consent_id).unwrap_or_default()
     ));
     let refused_child = accare
         .consents
         .record_consent(pb::RecordConsentRequest {
             bsn: f.son.clone(),
-            birth_date: "2012-03-10".into(),
             givers: vec![pb::ConsentGiver::ParentOrGuardian as i32],
             purposes: vec![pb::Purpose::CareCoordination as i32],
             roles: vec![pb::Role::Wij as i32],
@@ -252,10 +265,33 @@ pub async fn run_against(args: &DemoArgs) -> anyhow::Result<()> {
             denial(&s)
         ));
     }
+    accare
+        .consents
+        .record_consent(pb::RecordConsentRequest {
+            bsn: f.son.clone(),
+            givers: vec![
+                pb::ConsentGiver::Subject as i32,
+                pb::ConsentGiver::ParentOrGuardian as i32,
+            ],
+            purposes: vec![pb::Purpose::CareCoordination as i32],
+            roles: vec![
+                pb::Role::Wij as i32,
+                pb::Role::Ggd as i32,
+                pb::Role::Jeugdhulp as i32,
+            ],
+            valid_until: Some(prost_types::Timestamp {
+                seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 180 * 86400,
+                nanos: 0,
+            }),
+            evidence_ref: format!("Accare-dossier-{run}/toestemming-3"),
+            ..Default::default()
+        })
+        .await?;
+    say("The son and his mother then consent together; Accare records it.");
 
     step(
         5,
-        "WIJ asks again. Now it learns who else is involved, and how to reach them — nothing more.",
+        "WIJ asks again. Now it learns who else is involved with each person the consents cover, and how to reach them — nothing more.",
     );
     let answer = wij
         .signals

@@ -48,6 +48,34 @@ fn passes_elfproef(digits: &[u8; 9]) -> bool {
     weighted != 0 && weighted % 11 == 0
 }
 
+/// Whether free text contains something that reads as a BSN: a run of exactly nine digits, with or
+/// without spaces, dots or dashes between them, that is not part of a longer digit run and passes the
+/// elfproef. Phone numbers (ten or more digits) and dates (eight) never match; a nine-digit number
+/// that happens to pass the check is refused too — a false refusal costs a retype, a false pass
+/// stores a citizen's number in clear for years.
+pub fn reads_as_bsn(text: &str) -> bool {
+    let mut digits: Vec<u8> = Vec::with_capacity(16);
+    // Separator characters since the last digit: up to three (" - ") keep the run going.
+    let mut separators = 0;
+    for c in text.chars().chain(std::iter::once('\n')) {
+        if c.is_ascii_digit() {
+            digits.push(c as u8 - b'0');
+            separators = 0;
+        } else if matches!(c, ' ' | '.' | '-' | '\u{a0}') && !digits.is_empty() && separators < 3 {
+            separators += 1;
+        } else if !digits.is_empty() {
+            if let Ok(nine) = <[u8; 9]>::try_from(digits.as_slice()) {
+                if passes_elfproef(&nine) {
+                    return true;
+                }
+            }
+            digits.clear();
+            separators = 0;
+        }
+    }
+    false
+}
+
 impl fmt::Debug for Bsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Bsn(<redacted>)")
@@ -70,6 +98,49 @@ pub fn complete_bsn(first_eight: &str) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn finds_bsns_in_free_text() {
+        for hit in [
+            "123456782",
+            "bsn 123456782 bellen",
+            "123 456 782",
+            "123.456.782",
+            "12-34-56-782",
+            "123 - 456 - 782",
+            "zie 111222333.",
+        ] {
+            assert!(reads_as_bsn(hit), "{hit}");
+        }
+        for miss in [
+            "050 367 0000",
+            "+31 50 367 0000",
+            "06-12345678",
+            "123456781",
+            "1234567820",
+            "01.02.2026",
+            "Wijkteam Oosterpark",
+            "123456782a",
+        ] {
+            // The last one: a letter right after the run still ends it; nine digits, so it is a hit.
+            assert_eq!(reads_as_bsn(miss), miss == "123456782a", "{miss}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_valid_bsn_is_found_with_any_separators(first in 0u32..100_000_000, sep in "[ .-]{0,1}") {
+            if let Some(bsn) = complete_bsn(&format!("{first:08}")) {
+                let spaced = format!("{}{sep}{}{sep}{}", &bsn[..3], &bsn[3..6], &bsn[6..]);
+                prop_assert!(reads_as_bsn(&spaced));
+                let in_text = format!("tekst {spaced} tekst");
+                prop_assert!(reads_as_bsn(&in_text));
+                // Part of a longer number: not a BSN.
+                let longer = format!("{bsn}1");
+                prop_assert!(!reads_as_bsn(&longer));
+            }
+        }
+    }
 
     #[test]
     fn accepts_known_valid_numbers() {

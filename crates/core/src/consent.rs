@@ -26,15 +26,47 @@ pub enum AgeRuleViolation {
     TwelveToFifteenNeedsBoth,
     #[error("from 16 the young person consents alone; a parent's consent does not count")]
     SixteenPlusNeedsSubject,
+    #[error(
+        "the municipality has declared no birth date for this person, so the strictest rule applies: \
+         both the person and a parent or guardian must consent"
+    )]
+    BirthDateUnknownNeedsBoth,
     #[error("at least one consent giver is required")]
     NoGiver,
 }
 
-/// Checks the givers against the person's age on `today`. On success returns the date by which the
-/// consent must be renewed because the age regime changes (the 12th or 16th birthday), if that falls
-/// before `valid_until`.
+/// Who must have given consent for a person of this age (Jeugdwet 7.3.5): `(own, parent)`.
+/// Unknown age: both, the strictest rule, so a missing birth date never widens disclosure.
+fn required_givers(born: Option<Date>, day: Date) -> (bool, bool) {
+    match born.map(|b| age_on(b, day)) {
+        Some(a) if a < 12 => (false, true),
+        Some(a) if a < 16 => (true, true),
+        Some(_) => (true, false),
+        None => (true, true),
+    }
+}
+
+/// Whether the consent's givers may consent for `person` on `day`: the person's own consent counts
+/// only when the consent is about that person; a parent's or guardian's counts for every minor in
+/// scope. Scope (the person is the consent's subject or, with `include_household`, a housemate) is
+/// the caller's to establish.
+pub fn givers_cover(
+    consent: &ConsentRecord,
+    person: &SubjectPseudonym,
+    born: Option<Date>,
+    day: Date,
+) -> bool {
+    let own = consent.subject == *person && consent.givers.contains(&ConsentGiver::Subject);
+    let parent = consent.givers.contains(&ConsentGiver::ParentOrGuardian);
+    let (need_own, need_parent) = required_givers(born, day);
+    (own || !need_own) && (parent || !need_parent)
+}
+
+/// Checks, when a consent is recorded, that it covers its own subject on `today`. On success returns
+/// the date by which it must be renewed because the age regime changes (the 12th or 16th birthday),
+/// if that falls before `valid_until`.
 pub fn check_age_rule(
-    born: Date,
+    born: Option<Date>,
     today: Date,
     givers: &[ConsentGiver],
     valid_until: Date,
@@ -44,6 +76,13 @@ pub fn check_age_rule(
     if !subject && !parent {
         return Err(AgeRuleViolation::NoGiver);
     }
+    let Some(born) = born else {
+        return if subject && parent {
+            Ok(None)
+        } else {
+            Err(AgeRuleViolation::BirthDateUnknownNeedsBoth)
+        };
+    };
     let age = age_on(born, today);
     let next_boundary = match age {
         a if a < 12 => {
@@ -102,7 +141,7 @@ impl ConsentRecord {
     }
 }
 
-/// The state of consent for one agency, purpose and moment, as input to the policy.
+/// The state of consent for one agency, person, purpose and moment, as input to the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentState {
     /// A consent covers it; the id is named in the permit and the log.
@@ -112,31 +151,66 @@ pub enum ConsentState {
     WrongPurpose,
     Expired,
     Withdrawn,
+    /// A consent for the purpose names the agency and is active, but its givers may not consent
+    /// for this person at this age.
+    AgeRuleNotMet,
     None,
 }
 
-/// Finds the consent that lets `caller` exchange for `purpose` at `now`, among the consents that
-/// concern the person (the caller's store query supplies those about the person and, with
-/// `include_household`, about the person's households). When none is valid, reports the most
-/// actionable reason: wrong purpose, then expired, then withdrawn.
+/// What the rules need to know about one person: who they are and, from the municipality's
+/// declaration, when they were born (unknown: the strictest rule applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Person {
+    pub subject: SubjectPseudonym,
+    pub born: Option<Date>,
+}
+
+/// The basis for disclosing something about `person` between two agencies: a consent in scope for
+/// the person (the store supplies only those: about the person, or household consents about a
+/// housemate) that is active at `now`, covers `purpose`, names `viewer` and `other`, and whose givers
+/// may consent for the person on that day. `other = None` asks only about the viewer (its own
+/// exchange about the person).
+pub fn consent_covering<'a>(
+    consents: &'a [ConsentRecord],
+    person: &Person,
+    viewer: &Agency,
+    other: Option<&Agency>,
+    purpose: Purpose,
+    now: OffsetDateTime,
+) -> Option<&'a ConsentRecord> {
+    consents.iter().find(|c| {
+        c.is_active(now)
+            && c.purposes.contains(&purpose)
+            && c.names(viewer)
+            && other.is_none_or(|o| c.names(o))
+            && givers_cover(c, &person.subject, person.born, now.date())
+    })
+}
+
+/// Finds the consent that lets `caller` exchange about `person` for `purpose` at `now`, among the
+/// consents in scope for the person. When none covers it, reports the most actionable reason among
+/// those naming the caller: age rule not met, then expired, then withdrawn, then wrong purpose.
+/// Consents that do not name the caller are never reported on: their existence is not the caller's
+/// to learn.
 pub fn consent_state(
     consents: &[ConsentRecord],
+    person: &Person,
     caller: &Agency,
     purpose: Purpose,
     now: OffsetDateTime,
 ) -> ConsentState {
-    let naming_caller = consents.iter().filter(|c| c.names(caller));
+    if let Some(c) = consent_covering(consents, person, caller, None, purpose, now) {
+        return ConsentState::Valid {
+            consent_id: c.id.clone(),
+        };
+    }
     let mut best = ConsentState::None;
-    for c in naming_caller {
+    for c in consents.iter().filter(|c| c.names(caller)) {
         let covers_purpose = c.purposes.contains(&purpose);
         let withdrawn = c.withdrawn_at.is_some_and(|w| w <= now);
         let expired = c.valid_until <= now;
         let state = match (covers_purpose, withdrawn, expired) {
-            (true, false, false) => {
-                return ConsentState::Valid {
-                    consent_id: c.id.clone(),
-                }
-            }
+            (true, false, false) => ConsentState::AgeRuleNotMet,
             (false, false, false) => ConsentState::WrongPurpose,
             (true, false, true) => ConsentState::Expired,
             (true, true, _) => ConsentState::Withdrawn,
@@ -157,7 +231,8 @@ fn rank(state: &ConsentState) -> u8 {
         ConsentState::WrongPurpose => 1,
         ConsentState::Withdrawn => 2,
         ConsentState::Expired => 3,
-        ConsentState::Valid { .. } => 4,
+        ConsentState::AgeRuleNotMet => 4,
+        ConsentState::Valid { .. } => 5,
     }
 }
 
@@ -173,29 +248,44 @@ mod tests {
         let until = date!(2028 - 06 - 01);
         // 8 years old: parent needed; renew at 12 only if before valid_until.
         assert_eq!(
-            check_age_rule(date!(2018 - 01 - 01), today, &[Subject], until),
+            check_age_rule(Some(date!(2018 - 01 - 01)), today, &[Subject], until),
             Err(AgeRuleViolation::UnderTwelveNeedsParent)
         );
         assert_eq!(
-            check_age_rule(date!(2018 - 01 - 01), today, &[ParentOrGuardian], until),
+            check_age_rule(
+                Some(date!(2018 - 01 - 01)),
+                today,
+                &[ParentOrGuardian],
+                until
+            ),
             Ok(None)
         );
         assert_eq!(
-            check_age_rule(date!(2015 - 01 - 01), today, &[ParentOrGuardian], until),
+            check_age_rule(
+                Some(date!(2015 - 01 - 01)),
+                today,
+                &[ParentOrGuardian],
+                until
+            ),
             Ok(Some(date!(2027 - 01 - 01)))
         );
         // 13: both.
         assert_eq!(
-            check_age_rule(date!(2013 - 01 - 01), today, &[ParentOrGuardian], until),
+            check_age_rule(
+                Some(date!(2013 - 01 - 01)),
+                today,
+                &[ParentOrGuardian],
+                until
+            ),
             Err(AgeRuleViolation::TwelveToFifteenNeedsBoth)
         );
         assert_eq!(
-            check_age_rule(date!(2013 - 01 - 01), today, &[Subject], until),
+            check_age_rule(Some(date!(2013 - 01 - 01)), today, &[Subject], until),
             Err(AgeRuleViolation::TwelveToFifteenNeedsBoth)
         );
         assert_eq!(
             check_age_rule(
-                date!(2013 - 01 - 01),
+                Some(date!(2013 - 01 - 01)),
                 today,
                 &[Subject, ParentOrGuardian],
                 until
@@ -204,16 +294,21 @@ mod tests {
         );
         // 16 boundary exactly on the birthday.
         assert_eq!(
-            check_age_rule(date!(2010 - 06 - 01), today, &[ParentOrGuardian], until),
+            check_age_rule(
+                Some(date!(2010 - 06 - 01)),
+                today,
+                &[ParentOrGuardian],
+                until
+            ),
             Err(AgeRuleViolation::SixteenPlusNeedsSubject)
         );
         assert_eq!(
-            check_age_rule(date!(2010 - 06 - 01), today, &[Subject], until),
+            check_age_rule(Some(date!(2010 - 06 - 01)), today, &[Subject], until),
             Ok(None)
         );
         assert_eq!(
             check_age_rule(
-                date!(2010 - 06 - 02),
+                Some(date!(2010 - 06 - 02)),
                 today,
                 &[Subject, ParentOrGuardian],
                 until
@@ -221,7 +316,7 @@ mod tests {
             Ok(Some(date!(2026 - 06 - 02)))
         );
         assert_eq!(
-            check_age_rule(date!(2000 - 01 - 01), today, &[], until),
+            check_age_rule(Some(date!(2000 - 01 - 01)), today, &[], until),
             Err(AgeRuleViolation::NoGiver)
         );
     }
@@ -258,6 +353,10 @@ mod tests {
             role: Role::Wij,
         };
         let later = datetime!(2027-01-01 0:00 UTC);
+        let person = Person {
+            subject: SubjectPseudonym::from_bytes([7; 32]),
+            born: Some(date!(2020 - 01 - 01)),
+        };
         let earlier = datetime!(2026-05-01 0:00 UTC);
         let valid = consent(
             vec![Purpose::CareCoordination],
@@ -268,6 +367,7 @@ mod tests {
         assert_eq!(
             consent_state(
                 std::slice::from_ref(&valid),
+                &person,
                 &wij,
                 Purpose::CareCoordination,
                 now
@@ -279,6 +379,7 @@ mod tests {
         assert_eq!(
             consent_state(
                 std::slice::from_ref(&valid),
+                &person,
                 &wij,
                 Purpose::CaseCoordination,
                 now
@@ -292,7 +393,7 @@ mod tests {
             None,
         );
         assert_eq!(
-            consent_state(&[expired], &wij, Purpose::CareCoordination, now),
+            consent_state(&[expired], &person, &wij, Purpose::CareCoordination, now),
             ConsentState::Expired
         );
         let withdrawn = consent(
@@ -302,7 +403,7 @@ mod tests {
             Some(earlier),
         );
         assert_eq!(
-            consent_state(&[withdrawn], &wij, Purpose::CareCoordination, now),
+            consent_state(&[withdrawn], &person, &wij, Purpose::CareCoordination, now),
             ConsentState::Withdrawn
         );
         let other_role = consent(
@@ -312,12 +413,51 @@ mod tests {
             None,
         );
         assert_eq!(
-            consent_state(&[other_role], &wij, Purpose::CareCoordination, now),
+            consent_state(&[other_role], &person, &wij, Purpose::CareCoordination, now),
             ConsentState::None
         );
         assert_eq!(
-            consent_state(&[], &wij, Purpose::CareCoordination, now),
+            consent_state(&[], &person, &wij, Purpose::CareCoordination, now),
             ConsentState::None
         );
+        // A parent's consent does not speak for a 17-year-old, nor for anyone of unknown age.
+        for born in [Some(date!(2009 - 01 - 01)), None] {
+            let older = Person { born, ..person };
+            assert_eq!(
+                consent_state(
+                    std::slice::from_ref(&valid),
+                    &older,
+                    &wij,
+                    Purpose::CareCoordination,
+                    now
+                ),
+                ConsentState::AgeRuleNotMet
+            );
+        }
+    }
+
+    #[test]
+    fn givers_cover_per_member() {
+        let day = date!(2026 - 06 - 01);
+        let mother = SubjectPseudonym::from_bytes([1; 32]);
+        let child = SubjectPseudonym::from_bytes([2; 32]);
+        let mut c = consent(
+            vec![Purpose::CareCoordination],
+            vec![Role::Wij],
+            datetime!(2027-01-01 0:00 UTC),
+            None,
+        );
+        c.subject = mother;
+        c.include_household = true;
+        c.givers = vec![Subject];
+        // Her own consent covers her, not her 10-year-old.
+        assert!(givers_cover(&c, &mother, Some(date!(1990 - 01 - 01)), day));
+        assert!(!givers_cover(&c, &child, Some(date!(2016 - 01 - 01)), day));
+        // Given as a parent too, it covers the under-12s, not a 14- or 17-year-old.
+        c.givers = vec![Subject, ParentOrGuardian];
+        assert!(givers_cover(&c, &child, Some(date!(2016 - 01 - 01)), day));
+        assert!(!givers_cover(&c, &child, Some(date!(2012 - 01 - 01)), day));
+        assert!(!givers_cover(&c, &child, Some(date!(2009 - 01 - 01)), day));
+        assert!(!givers_cover(&c, &child, None, day));
     }
 }

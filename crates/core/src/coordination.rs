@@ -35,11 +35,16 @@ pub struct Proposal {
     #[serde(with = "time::serde::timestamp::microseconds")]
     pub at: OffsetDateTime,
     pub accepted_by: BTreeSet<Oin>,
+    /// Who was asked to answer: the agencies the proposer's basis covered when it proposed (never
+    /// one outside it, so nobody waits for an agency that cannot answer). `None` for proposals
+    /// stored before this was kept: every involved agency, as then.
+    #[serde(default)]
+    pub asked: Option<BTreeSet<Oin>>,
 }
 
 impl Proposal {
-    /// Who still has to answer: every involved agency but the proposer for a proposal; only the
-    /// receiver for a hand-over.
+    /// Who still has to answer: the agencies asked that are still involved, but the proposer; only
+    /// the receiver for a hand-over.
     pub fn awaiting(&self, involved: &BTreeSet<Oin>) -> BTreeSet<Oin> {
         if self.is_hand_over {
             return [self.proposed.clone()]
@@ -47,8 +52,10 @@ impl Proposal {
                 .filter(|o| !self.accepted_by.contains(o))
                 .collect();
         }
+        let asked = self.asked.as_ref().unwrap_or(involved);
         involved
             .iter()
+            .filter(|o| asked.contains(*o))
             .filter(|o| **o != self.proposed_by && !self.accepted_by.contains(*o))
             .cloned()
             .collect()
@@ -57,11 +64,14 @@ impl Proposal {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// `eligible`: the agencies the proposer's basis lets it know of (itself included); only they
+    /// can be proposed and asked.
     Propose {
         by: Oin,
         coordinator: Oin,
         contact: Option<ContactPoint>,
         proposal_id: String,
+        eligible: BTreeSet<Oin>,
     },
     Respond {
         by: Oin,
@@ -73,6 +83,7 @@ pub enum Command {
         by: Oin,
         to: Oin,
         proposal_id: String,
+        eligible: BTreeSet<Oin>,
     },
     StepDown {
         by: Oin,
@@ -128,9 +139,14 @@ pub enum CoordinationError {
     NoCoordinator,
     #[error("this agency was not asked to answer")]
     NotAsked,
+    /// One answer for "involved outside the basis", "not involved" and "unknown": which of them it
+    /// is must not leak.
+    #[error("the named agency is not one your basis lets you coordinate with")]
+    NotEligible,
 }
 
-/// Applies one command. `involved` are the agencies with an active signal on a household member.
+/// Applies one command. `involved` are the agencies with an active signal on a household member;
+/// a proposal or hand-over is limited to those of them its `eligible` set names.
 pub fn apply(
     state: &CoordinationState,
     involved: &BTreeSet<Oin>,
@@ -144,15 +160,18 @@ pub fn apply(
             coordinator,
             contact,
             proposal_id,
+            eligible,
         } => {
-            if involved.len() < 2 {
-                return Err(CoordinationError::NoMatch);
-            }
+            let eligible: BTreeSet<Oin> = eligible.intersection(involved).cloned().collect();
             if !involved.contains(&by) {
                 return Err(CoordinationError::NotInvolved("the caller"));
             }
-            if !involved.contains(&coordinator) {
-                return Err(CoordinationError::NotInvolved("the proposed coordinator"));
+            // A match the proposer may know of: counting agencies outside its basis would say they exist.
+            if eligible.len() < 2 {
+                return Err(CoordinationError::NoMatch);
+            }
+            if !eligible.contains(&coordinator) {
+                return Err(CoordinationError::NotEligible);
             }
             if next.coordinator.is_some() {
                 return Err(CoordinationError::CoordinatorInPlace);
@@ -171,6 +190,7 @@ pub fn apply(
                 is_hand_over: false,
                 at: now,
                 accepted_by: BTreeSet::new(),
+                asked: Some(eligible),
             });
             Ok((next, Event::Proposed))
         }
@@ -231,6 +251,7 @@ pub fn apply(
             by,
             to,
             proposal_id,
+            eligible,
         } => {
             let Some(current) = &next.coordinator else {
                 return Err(CoordinationError::NoCoordinator);
@@ -238,8 +259,8 @@ pub fn apply(
             if current.agency != by {
                 return Err(CoordinationError::NotCoordinator);
             }
-            if !involved.contains(&to) || to == by {
-                return Err(CoordinationError::NotInvolved("the receiving agency"));
+            if !(involved.contains(&to) && eligible.contains(&to)) || to == by {
+                return Err(CoordinationError::NotEligible);
             }
             if next.open_proposal.is_some() {
                 return Err(CoordinationError::ProposalOpen);
@@ -247,11 +268,12 @@ pub fn apply(
             next.open_proposal = Some(Proposal {
                 id: proposal_id,
                 proposed_by: by,
-                proposed: to,
+                proposed: to.clone(),
                 contact: None,
                 is_hand_over: true,
                 at: now,
                 accepted_by: BTreeSet::new(),
+                asked: Some([to].into_iter().collect()),
             });
             Ok((next, Event::HandOverProposed))
         }
@@ -349,6 +371,7 @@ mod tests {
             &s0,
             &involved,
             Command::Propose {
+                eligible: involved.clone(),
                 by: oin(1),
                 coordinator: oin(2),
                 contact: None,
@@ -412,6 +435,7 @@ mod tests {
                 &s3,
                 &involved,
                 Command::Propose {
+                    eligible: involved.clone(),
                     by: oin(3),
                     coordinator: oin(3),
                     contact: contact(),
@@ -428,6 +452,7 @@ mod tests {
                 &s3,
                 &involved,
                 Command::HandOver {
+                    eligible: involved.clone(),
                     by: oin(1),
                     to: oin(3),
                     proposal_id: "h1".into()
@@ -441,6 +466,7 @@ mod tests {
             &s3,
             &involved,
             Command::HandOver {
+                eligible: involved.clone(),
                 by: oin(2),
                 to: oin(3),
                 proposal_id: "h1".into(),
@@ -489,6 +515,7 @@ mod tests {
             &CoordinationState::default(),
             &involved,
             Command::Propose {
+                eligible: involved.clone(),
                 by: oin(1),
                 coordinator: oin(1),
                 contact: contact(),
@@ -503,6 +530,7 @@ mod tests {
                 &s1,
                 &involved,
                 Command::Propose {
+                    eligible: involved.clone(),
                     by: oin(2),
                     coordinator: oin(2),
                     contact: contact(),
@@ -565,6 +593,7 @@ mod tests {
                 &CoordinationState::default(),
                 &[oin(1)].into(),
                 Command::Propose {
+                    eligible: involved.clone(),
                     by: oin(1),
                     coordinator: oin(1),
                     contact: contact(),

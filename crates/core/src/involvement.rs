@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::consent::ConsentRecord;
+use crate::consent::{consent_covering, ConsentRecord, Person};
 use crate::policy::Permit;
 use crate::{Agency, Basis, Category, ContactPoint, Oin, Purpose, Role, SubjectPseudonym};
 
@@ -49,6 +49,10 @@ pub struct Disclosure {
     pub category: Option<Category>,
     pub since: OffsetDateTime,
     pub level: MatchLevel,
+    /// The basis for disclosing this involvement, for its own person.
+    pub basis: Basis,
+    /// The consent that covers the person, when `basis` is consent.
+    pub consent_id: Option<String>,
 }
 
 impl Disclosure {
@@ -57,29 +61,41 @@ impl Disclosure {
     }
 }
 
-/// Shapes one other involvement for a viewer holding `permit`. Returns `None` when the basis does
-/// not cover the other agency (consent names only some agencies): it is then left out silently.
+/// The one disclosure rule: that `other` is involved with `person` reaches `viewer` only on a basis
+/// for that person — the safety permit, or a consent in scope for the person (`consents`: about the
+/// person, or household consents about a housemate) that covers the person today under the age
+/// rules and names the viewer, the other agency and the permit's purpose. Returns the basis and the
+/// consent id.
+pub fn basis_for(
+    permit: &Permit,
+    viewer: &Agency,
+    person: &Person,
+    consents: &[ConsentRecord],
+    other: &Agency,
+    now: OffsetDateTime,
+) -> Option<(Basis, Option<String>)> {
+    let purpose = permit.purpose()?;
+    match permit.basis() {
+        Basis::Safety => Some((Basis::Safety, None)),
+        Basis::Consent => consent_covering(consents, person, viewer, Some(other), purpose, now)
+            .map(|c| (Basis::Consent, Some(c.id.clone()))),
+        Basis::RoleRule => None,
+    }
+}
+
+/// Shapes one other involvement for a viewer holding `permit`. `consents` are those in scope for the
+/// other signal's person. Returns `None` when there is no basis for that person ([`basis_for`]): it
+/// is then left out silently, and nothing — no count, no error — says it exists.
 pub fn disclose(
     permit: &Permit,
     viewer: &Agency,
+    person: &Person,
     consents: &[ConsentRecord],
     other: &OtherInvolvement,
     now: OffsetDateTime,
 ) -> Option<Disclosure> {
+    let (basis, consent_id) = basis_for(permit, viewer, person, consents, &other.agency, now)?;
     let purpose = permit.purpose()?;
-    let covered = match permit.basis() {
-        Basis::Safety => true,
-        Basis::Consent => consents.iter().any(|c| {
-            c.is_active(now)
-                && c.purposes.contains(&purpose)
-                && c.names(viewer)
-                && c.names(&other.agency)
-        }),
-        Basis::RoleRule => false,
-    };
-    if !covered {
-        return None;
-    }
     let sees_sensitive = viewer.role == Role::VeiligThuis || purpose == Purpose::ChildSafety;
     let full = !other.is_sensitive() || sees_sensitive;
     Some(Disclosure {
@@ -88,6 +104,8 @@ pub fn disclose(
         category: full.then_some(other.category),
         since: other.since,
         level: other.level,
+        basis,
+        consent_id,
     })
 }
 

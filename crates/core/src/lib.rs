@@ -16,7 +16,7 @@ mod pseudonym;
 pub mod signal;
 mod vocabulary;
 
-pub use bsn::{complete_bsn, Bsn, BsnError};
+pub use bsn::{complete_bsn, reads_as_bsn, Bsn, BsnError};
 pub use pseudonym::{PseudonymKey, SubjectPseudonym, PSEUDONYM_KEY_LEN};
 pub use vocabulary::{
     parse_reference, ActorId, Agency, Basis, Category, ContactError, ContactPoint, DenyReason,

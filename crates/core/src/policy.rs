@@ -409,6 +409,7 @@ pub fn decide(req: &PolicyRequest<'_>) -> Decision {
                 ConsentState::WrongPurpose => DenyReason::ConsentWrongPurpose,
                 ConsentState::Expired => DenyReason::ConsentExpired,
                 ConsentState::Withdrawn => DenyReason::ConsentWithdrawn,
+                ConsentState::AgeRuleNotMet => DenyReason::AgeRuleNotMet,
                 ConsentState::None | ConsentState::Valid { .. } => DenyReason::ConsentMissing,
             })
         }

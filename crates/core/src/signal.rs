@@ -10,9 +10,10 @@ pub const MAX_SIGNAL_LIFETIME: Duration = Duration::days(730);
 
 /// Computes when a signal registered `now` ends.
 ///
-/// `requested` is the caller's wish (default otherwise), capped at two years and at the 23rd
-/// birthday when a birth date is known. A requested end in the past, or a person already 23, is an
-/// error: there is nothing to register.
+/// `requested` is the caller's wish (default otherwise), capped at two years and — for a young
+/// person, whose birth date the municipality declared — at the 23rd birthday. A signal on an adult
+/// family member (23 or older: household links bring in parents) has only the two-year cap. A
+/// requested end in the past is an error.
 pub fn signal_expiry(
     now: OffsetDateTime,
     requested: Option<OffsetDateTime>,
@@ -27,14 +28,10 @@ pub fn signal_expiry(
         None => now + default_lifetime.min(MAX_SIGNAL_LIFETIME),
     };
     if let Some(born) = birth_date {
-        let turns_23 = birthday(born, 23);
-        let end = turns_23.midnight().assume_utc();
-        if end <= now {
-            return Err(InvalidValue(
-                "the person is 23 or older: signals are on young people up to 23",
-            ));
+        let end = birthday(born, 23).midnight().assume_utc();
+        if end > now {
+            expiry = expiry.min(end);
         }
-        expiry = expiry.min(end);
     }
     Ok(expiry)
 }
@@ -103,8 +100,10 @@ mod tests {
         let now = datetime!(2026-01-10 12:00 UTC);
         let e = signal_expiry(now, None, Duration::days(730), Some(date!(2003 - 06 - 01))).unwrap();
         assert_eq!(e, datetime!(2026-06-01 0:00 UTC));
-        assert!(
-            signal_expiry(now, None, Duration::days(730), Some(date!(2002 - 06 - 01))).is_err()
+        // A parent (an adult household member) keeps the two-year cap only.
+        assert_eq!(
+            signal_expiry(now, None, Duration::days(730), Some(date!(1985 - 06 - 01))),
+            Ok(now + MAX_SIGNAL_LIFETIME)
         );
     }
 

@@ -202,7 +202,26 @@ fn bounded_token(
     {
         return Err(InvalidValue(what));
     }
+    refuse_bsn(s)?;
     Ok(s.to_owned())
+}
+
+/// Every identifier and free-text field is logged or shown to others: none may carry a BSN.
+fn refuse_bsn(s: &str) -> Result<(), InvalidValue> {
+    if crate::reads_as_bsn(s) {
+        return Err(InvalidValue(
+            "must not contain a BSN (nine digits passing the elfproef, with or without separators)",
+        ));
+    }
+    Ok(())
+}
+
+/// Characters that make text shown to another agency read differently from what it is: bidi
+/// controls (which reorder it) and zero-width characters (which hide content between letters).
+fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// The professional on whose behalf a call is made: pseudonymous staff id, logged, never trusted.
@@ -212,13 +231,27 @@ pub struct ActorId(String);
 impl ActorId {
     pub const MAX_LEN: usize = 64;
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        bounded_token(
+        let id = bounded_token(
             s,
             Self::MAX_LEN,
             b"._:-",
             "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
-        )
-        .map(ActorId)
+        )?;
+        if Self::is_reserved(&id) {
+            return Err(InvalidValue(
+                "is reserved for the gateway's own records (system, system:*)",
+            ));
+        }
+        Ok(ActorId(id))
+    }
+
+    /// The actor the gateway writes its own records under (jobs, purges, checkpoints).
+    pub const SYSTEM: &'static str = "system";
+
+    /// Ids callers may not use, so a record under `system` is always the gateway's own.
+    pub fn is_reserved(id: &str) -> bool {
+        let lower = id.to_ascii_lowercase();
+        lower == Self::SYSTEM || lower.starts_with("system:")
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -283,6 +316,16 @@ impl ContactPoint {
                 field: "team",
                 problem: "must be 1 to 100 printable characters",
             });
+        } else if team.chars().any(is_deceptive) {
+            problems.push(ContactError {
+                field: "team",
+                problem: "must not contain bidi controls or zero-width characters",
+            });
+        } else if crate::reads_as_bsn(team) {
+            problems.push(ContactError {
+                field: "team",
+                problem: BSN_PROBLEM,
+            });
         }
         let phone = phone.trim();
         let phone_ok = (6..=20).contains(&phone.len())
@@ -294,6 +337,11 @@ impl ContactPoint {
             problems.push(ContactError {
                 field: "phone",
                 problem: "must be 6 to 20 characters of digits, spaces, '+', '-' and parentheses",
+            });
+        } else if crate::reads_as_bsn(phone) {
+            problems.push(ContactError {
+                field: "phone",
+                problem: BSN_PROBLEM,
             });
         }
         let email = email.trim();
@@ -310,6 +358,16 @@ impl ContactPoint {
                     field: "email",
                     problem: "must be a functional mailbox address of at most 254 characters",
                 });
+            } else if email.chars().any(is_deceptive) {
+                problems.push(ContactError {
+                    field: "email",
+                    problem: "must not contain bidi controls or zero-width characters",
+                });
+            } else if crate::reads_as_bsn(email) {
+                problems.push(ContactError {
+                    field: "email",
+                    problem: BSN_PROBLEM,
+                });
             }
             Some(email.to_owned())
         };
@@ -324,6 +382,9 @@ impl ContactPoint {
         }
     }
 }
+
+const BSN_PROBLEM: &str =
+    "must not contain a BSN (nine digits passing the elfproef, with or without separators)";
 
 /// An agency as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,6 +415,13 @@ impl Justification {
         if trimmed.chars().any(|c| c.is_control() && c != '\n') {
             return Err(InvalidValue("must not contain control characters"));
         }
+        if trimmed.chars().any(is_deceptive) {
+            return Err(InvalidValue(
+                "must not contain bidi controls or zero-width characters",
+            ));
+        }
+        // Kept in the hash-chained log for years: a BSN typed here could never be removed.
+        refuse_bsn(trimmed)?;
         Ok(Some(Justification(trimmed.to_owned())))
     }
     pub fn as_str(&self) -> &str {
@@ -388,6 +456,14 @@ mod tests {
         let fields: Vec<_> = errs.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["team", "phone", "email"]);
         let ok = ContactPoint::parse("Wijkteam Oost", "+31 50 123 4567", "oost@wij.nl").unwrap();
+        let bsn = ContactPoint::parse("Team 123 456 782", "050 367 0000", "").unwrap_err();
+        assert_eq!(bsn[0].field, "team");
+        let bidi = ContactPoint::parse("Team \u{202E}tsoO", "050 367 0000", "a\u{200B}b@wij.nl")
+            .unwrap_err();
+        assert_eq!(
+            bidi.iter().map(|e| e.field).collect::<Vec<_>>(),
+            ["team", "email"]
+        );
         assert_eq!(ok.email.as_deref(), Some("oost@wij.nl"));
     }
 
@@ -397,6 +473,12 @@ mod tests {
         assert!(ActorId::parse(&"a".repeat(65)).is_err());
         assert!(ActorId::parse("medewerker-0042").is_ok());
         assert!(ActorId::parse("x y").is_err());
+        assert!(ActorId::parse("system").is_err());
+        assert!(ActorId::parse("SYSTEM:purge").is_err());
+        assert!(ActorId::parse("systeembeheer-1").is_ok());
+        assert!(ActorId::parse("123456782").is_err());
+        assert!(RequestId::parse_optional("req-123456782").is_err());
+        assert!(parse_reference("dossier.123.456.782", 100, b"._:/-").is_err());
         assert!(Justification::parse_optional("").unwrap().is_none());
         assert!(Justification::parse_optional("too short").is_err());
         assert!(Justification::parse_optional(&"x".repeat(1001)).is_err());
@@ -404,6 +486,10 @@ mod tests {
             Justification::parse_optional("Kind meldt geweld door vader, acuut gevaar")
                 .unwrap()
                 .is_some()
+        );
+        assert!(
+            Justification::parse_optional("Kind met bsn 123.456.782 meldt geweld door vader")
+                .is_err()
         );
     }
 }

@@ -4,7 +4,9 @@
 //! another agency's involvement without a valid basis at that moment.
 
 use proptest::prelude::*;
-use signaalpoort_core::consent::{consent_state, ConsentGiver, ConsentRecord, ConsentState};
+use signaalpoort_core::consent::{
+    consent_state, ConsentGiver, ConsentRecord, ConsentState, Person,
+};
 use signaalpoort_core::involvement::{disclose, MatchLevel, OtherInvolvement};
 use signaalpoort_core::policy::{decide, Action, Decision, PolicyRequest, POLICY_TABLE};
 use signaalpoort_core::{
@@ -64,6 +66,7 @@ fn consent_states() -> Vec<ConsentState> {
         ConsentState::Expired,
         ConsentState::Withdrawn,
         ConsentState::WrongPurpose,
+        ConsentState::AgeRuleNotMet,
     ]
 }
 
@@ -140,7 +143,7 @@ fn matrix() -> Vec<Cell> {
 fn the_matrix_is_complete() {
     assert_eq!(
         matrix().len(),
-        Role::ALL.len() * ACTIONS.len() * purposes().len() * 5 * 2 * 2
+        Role::ALL.len() * ACTIONS.len() * purposes().len() * consent_states().len() * 2 * 2
     );
 }
 
@@ -274,6 +277,15 @@ fn the_reason_names_the_missing_basis() {
             true,
             false,
             Err(DenyReason::ConsentWithdrawn),
+        ),
+        (
+            Wij,
+            QueryInvolvement,
+            Some(CareCoordination),
+            ConsentState::AgeRuleNotMet,
+            true,
+            false,
+            Err(DenyReason::AgeRuleNotMet),
         ),
         (
             Wij,
@@ -566,7 +578,9 @@ proptest! {
                 Step::Advance { days } => now += Duration::days(days),
                 Step::Query { viewer, purpose, justified } => {
                     let viewer = agency(10 + viewer as u8, Role::CARE[viewer % Role::CARE.len()]);
-                    let state = consent_state(&consents, &viewer, purpose, now);
+                    // An adult who consents for herself: the givers cover her.
+                    let person = Person { subject, born: Some(time::macros::date!(1980 - 01 - 01)) };
+                    let state = consent_state(&consents, &person, &viewer, purpose, now);
                     let decision = decide(&PolicyRequest {
                         role: viewer.role,
                         action: Action::QueryInvolvement,
@@ -576,7 +590,7 @@ proptest! {
                         justification: justified.then_some(&j),
                     });
                     let Decision::Allow(permit) = decision else { continue };
-                    if disclose(&permit, &viewer, &consents, &other, now).is_none() {
+                    if disclose(&permit, &viewer, &person, &consents, &other, now).is_none() {
                         continue;
                     }
                     // Disclosed: there must be a basis at this moment.

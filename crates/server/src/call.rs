@@ -12,7 +12,7 @@ use signaalpoort_core::policy::{self, Action, Decision, Permit, PolicyRequest};
 use signaalpoort_core::{
     ActorId, Agency, Basis, Justification, Oin, Purpose, RequestId, SubjectPseudonym,
 };
-use signaalpoort_store::{AlertDraft, Effect, Mutation, WriteRequest};
+use signaalpoort_store::{AlertDraft, Effect, Idempotency, Mutation, WriteRequest};
 use signaalpoort_tls::TlsConnectInfo;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
@@ -208,12 +208,47 @@ impl Call {
         }
     }
 
+    /// Binds a request id to this RPC and the request's content (AIP-155) and puts it on the record.
+    /// `content` is the request as the handler validated it, with every BSN replaced by its
+    /// pseudonym and the request id cleared, so the digest stored beside the key reveals no BSN.
+    pub fn idempotency<M: prost::Message>(
+        &self,
+        caller: &Caller,
+        request_id: Option<&RequestId>,
+        content: &M,
+    ) -> Option<Idempotency> {
+        let request_id = request_id?;
+        self.set_request_id(request_id.as_str());
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(self.action.name().as_bytes());
+        digest.update(&[0]);
+        digest.update(&content.encode_to_vec());
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(digest.finish().as_ref());
+        Some(Idempotency {
+            agency: caller.agency.oin.clone(),
+            request_id: request_id.as_str().to_owned(),
+            action: self.action.name(),
+            fingerprint,
+        })
+    }
+
+    /// Refuses, inside the call (so the record says so), a response larger than the gateway may
+    /// send: tonic would otherwise fail it after the record said OK.
+    pub fn fits<M: prost::Message>(&self, response: M) -> Result<M, ApiError> {
+        let limit = self.gw.config.limits.max_message_bytes;
+        let size = response.encoded_len();
+        if size > limit {
+            return Err(ApiError::ResponseTooLarge { size, limit });
+        }
+        Ok(response)
+    }
+
     /// Applies a state change together with this call's record, and waits for the commit.
     pub async fn execute(
         &self,
-        caller: &Caller,
         mutation: Mutation,
-        request_id: Option<&RequestId>,
+        idempotency: Option<Idempotency>,
     ) -> Result<Effect, ApiError> {
         let (record, alerts) = self.prepare_record(Ok(()));
         self.mark_logged();
@@ -223,7 +258,7 @@ impl Call {
             .store
             .execute(WriteRequest {
                 mutation,
-                idempotency: request_id.map(|r| (caller.agency.oin.clone(), r.as_str().to_owned())),
+                idempotency,
                 record,
                 alerts,
             })

@@ -165,11 +165,7 @@ pub fn disclosure_to_pb(d: &Disclosure) -> pb::Involvement {
                 name: a.name.clone(),
                 role: role_to_pb(a.role) as i32,
             },
-            None => pb::AgencyRef {
-                oin: String::new(),
-                name: WITHHELD_NAME.to_owned(),
-                role: pb::Role::Unspecified as i32,
-            },
+            None => withheld_agency(),
         }),
         contact: Some(contact_to_pb(&d.contact)),
         category: d.category.map_or(pb::Category::Unspecified, category_to_pb) as i32,
@@ -179,6 +175,17 @@ pub fn disclosure_to_pb(d: &Disclosure) -> pb::Involvement {
             MatchLevel::Household => pb::MatchLevel::Household,
         } as i32,
         withheld: d.withheld(),
+        basis: basis_to_pb(d.basis) as i32,
+        consent_id: d.consent_id.clone().unwrap_or_default(),
+    }
+}
+
+/// An agency a viewer may not know of: a professional is involved, nothing says which.
+pub fn withheld_agency() -> pb::AgencyRef {
+    pb::AgencyRef {
+        oin: String::new(),
+        name: WITHHELD_NAME.to_owned(),
+        role: pb::Role::Unspecified as i32,
     }
 }
 
@@ -199,6 +206,13 @@ pub fn required_id(v: &mut Violations, field: &str, value: &str) -> Option<Strin
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         v.add(field, "is required: an id as returned by the gateway");
+        None
+    } else if signaalpoort_core::reads_as_bsn(value) {
+        // Ids are written to the access log: a BSN typed here would stay there for years.
+        v.add(
+            field,
+            "must not contain a BSN; pass an id as returned by the gateway",
+        );
         None
     } else {
         Some(value.to_owned())

@@ -28,6 +28,15 @@ pub enum ApiError {
     Store(StoreError),
     /// A bug: an invariant of the gateway itself did not hold.
     Internal(String),
+    /// The request id was used before for another RPC or other content (AIP-155).
+    RequestIdReused,
+    /// The agency named to coordinate is not one the caller's basis covers.
+    CoordinatorNotEligible,
+    /// The answer would exceed the message size limit; the caller should page or narrow.
+    ResponseTooLarge {
+        size: usize,
+        limit: usize,
+    },
 }
 
 impl ApiError {
@@ -51,6 +60,9 @@ impl ApiError {
             ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
             ApiError::Store(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
+            ApiError::RequestIdReused => Code::InvalidArgument,
+            ApiError::CoordinatorNotEligible => Code::FailedPrecondition,
+            ApiError::ResponseTooLarge { .. } => Code::ResourceExhausted,
         }
     }
 
@@ -64,6 +76,9 @@ impl ApiError {
             ApiError::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED".into(),
             ApiError::Store(_) => "STORE_UNAVAILABLE".into(),
             ApiError::Internal(_) => "INTERNAL".into(),
+            ApiError::RequestIdReused => "REQUEST_ID_REUSED".into(),
+            ApiError::CoordinatorNotEligible => "COORDINATOR_NOT_ELIGIBLE".into(),
+            ApiError::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE".into(),
         }
     }
 
@@ -102,6 +117,35 @@ impl ApiError {
                 tracing::error!(detail = %m, "internal error");
                 Status::internal("internal error")
             }
+            ApiError::RequestIdReused => {
+                let message =
+                    "request_id: was used before for another RPC or other request content";
+                let mut details = ErrorDetails::with_bad_request(vec![FieldViolation::new(
+                    "request_id",
+                    "was used before for another RPC or other request content; use a new id",
+                )]);
+                details.set_error_info("REQUEST_ID_REUSED", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::CoordinatorNotEligible => {
+                let message = "the named agency is not one your basis lets you coordinate with";
+                let details = ErrorDetails::with_error_info(
+                    "COORDINATOR_NOT_ELIGIBLE",
+                    ERROR_DOMAIN,
+                    HashMap::new(),
+                );
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            ApiError::ResponseTooLarge { size, limit } => {
+                let message = format!(
+                    "the answer ({size} bytes) exceeds the message limit ({limit} bytes); ask for a smaller page or narrow the filter"
+                );
+                let mut metadata = HashMap::new();
+                metadata.insert("limit_bytes".to_owned(), limit.to_string());
+                let details =
+                    ErrorDetails::with_error_info("RESPONSE_TOO_LARGE", ERROR_DOMAIN, metadata);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure; call failed closed");
                 Status::unavailable(
@@ -118,6 +162,8 @@ impl From<Rejection> for ApiError {
             Rejection::NotFound(m) => ApiError::NotFound(m),
             Rejection::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
             Rejection::PermissionDenied(reason) => ApiError::denied(reason),
+            Rejection::RequestIdReused => ApiError::RequestIdReused,
+            Rejection::CoordinatorNotEligible => ApiError::CoordinatorNotEligible,
         }
     }
 }

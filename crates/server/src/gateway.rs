@@ -33,6 +33,23 @@ pub struct Gateway {
     /// Flips to true on shutdown: streams end with UNAVAILABLE so clients reconnect elsewhere.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub streams: StreamCounter,
+    /// One delivery at a time per receiving agency, so its cursors are numbered in the order they
+    /// are sent (see services::notifications).
+    pub deliveries: DeliveryLocks,
+}
+
+/// Per-agency locks around reading and numbering notifications.
+#[derive(Default)]
+pub struct DeliveryLocks(Mutex<HashMap<Oin, Arc<tokio::sync::Mutex<()>>>>);
+
+impl DeliveryLocks {
+    pub async fn lock(&self, oin: &Oin) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(oin.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -131,8 +148,10 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Raises an alert when one actor touches more than `threshold` distinct persons within `window`.
-/// Per process: with several replicas each watches its own share (documented in ARCHITECTURE.md).
+/// Raises an alert when one actor, or one agency certificate, touches more than `threshold` distinct
+/// persons within `window`. Per certificate as well as per actor: the actor id is the caller's to
+/// choose, so a fresh id per lookup must not hide the volume. Per process: with several replicas
+/// each watches its own share (documented in ARCHITECTURE.md).
 pub struct VolumeMonitor {
     threshold: usize,
     window: time::Duration,
@@ -168,11 +187,39 @@ impl VolumeMonitor {
     /// Notes the persons a call touched; returns an alert the first time the threshold is crossed
     /// within a window.
     pub fn observe(&self, record: &RecordDraft) -> Option<AlertDraft> {
-        if record.subjects.is_empty() || record.actor_id.is_empty() {
+        if record.subjects.is_empty() {
             return None;
         }
+        let certificate = if record.cert_fingerprint.is_empty() {
+            record.agency_oin.clone()
+        } else {
+            record.cert_fingerprint.clone()
+        };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (record.agency_oin.clone(), record.actor_id.clone());
+        let by_actor = (!record.actor_id.is_empty()).then(|| {
+            self.observe_key(
+                &mut seen,
+                (record.agency_oin.clone(), record.actor_id.clone()),
+                record,
+                "actor",
+            )
+        });
+        let by_certificate = self.observe_key(
+            &mut seen,
+            ("certificate".to_owned(), certificate),
+            record,
+            "agency certificate",
+        );
+        by_actor.flatten().or(by_certificate)
+    }
+
+    fn observe_key(
+        &self,
+        seen: &mut HashMap<(String, String), ActorWindow>,
+        key: (String, String),
+        record: &RecordDraft,
+        what: &str,
+    ) -> Option<AlertDraft> {
         let w = seen.entry(key).or_default();
         let start = record.time - self.window;
         while let Some((_, person)) = w.touches.front().copied().filter(|(t, _)| *t < start) {
@@ -195,7 +242,7 @@ impl VolumeMonitor {
             return Some(AlertDraft {
                 kind: AlertKind::UnusualVolume,
                 detail: format!(
-                    "{n} persons within {} minutes (threshold {})",
+                    "{n} persons within {} minutes by one {what} (threshold {})",
                     self.window.whole_minutes(),
                     self.threshold
                 ),
@@ -242,7 +289,7 @@ mod tests {
         assert!(monitor
             .observe(&touch(t0 + time::Duration::minutes(2), "w-1", "p5"))
             .is_none());
-        // Another actor has its own window.
+        // Another actor has its own window, but shares the agency certificate's.
         assert!(monitor.observe(&touch(t0, "w-2", "p1")).is_none());
         // After the window has passed, earlier touches no longer count.
         let later = t0 + time::Duration::minutes(30);
@@ -250,5 +297,20 @@ mod tests {
             assert!(monitor.observe(&touch(later, "w-1", p)).is_none());
         }
         assert!(monitor.observe(&touch(later, "w-1", "p9")).is_some());
+    }
+
+    #[test]
+    fn a_fresh_actor_per_lookup_still_alerts_per_certificate() {
+        let monitor = VolumeMonitor::new(3, Duration::from_secs(600));
+        let t0 = time::macros::datetime!(2026-05-04 10:00 UTC);
+        let alerts: Vec<_> = (0..5)
+            .filter_map(|i| monitor.observe(&touch(t0, &format!("fresh-{i}"), &format!("p{i}"))))
+            .collect();
+        assert_eq!(alerts.len(), 1);
+        assert!(
+            alerts[0].detail.contains("by one agency certificate"),
+            "{}",
+            alerts[0].detail
+        );
     }
 }

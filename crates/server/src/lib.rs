@@ -6,6 +6,7 @@
 //! `services/`.
 
 pub mod admin;
+pub mod basis;
 pub mod call;
 pub mod clock;
 pub mod config;
@@ -151,6 +152,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         metrics,
         shutdown: shutdown_rx.clone(),
         streams: gateway::StreamCounter::default(),
+        deliveries: gateway::DeliveryLocks::default(),
         config,
     });
 
@@ -320,6 +322,44 @@ fn spawn_reminders(gw: Arc<Gateway>) -> JoinHandle<()> {
     })
 }
 
+/// Who may be reminded that a household's match has no coordinator: an involved agency that the
+/// family's consent for case coordination lets know of another involved agency (on some member's
+/// own consent, per the one rule). Anyone else would learn from the reminder that others are involved.
+async fn reminder_recipients(
+    gw: &Gateway,
+    signals: &[signaalpoort_store::SignalRow],
+    now: time::OffsetDateTime,
+) -> Result<std::collections::BTreeSet<signaalpoort_core::Oin>, signaalpoort_store::StoreError> {
+    use signaalpoort_core::consent::consent_covering;
+    let mut facts = basis::Facts::new(gw.store.read());
+    let mut out = std::collections::BTreeSet::new();
+    for viewer in signals {
+        let Some(v) = gw.registry.get(&viewer.agency) else {
+            continue;
+        };
+        for other in signals.iter().filter(|s| s.agency != viewer.agency) {
+            let Some(a) = gw.registry.get(&other.agency) else {
+                continue;
+            };
+            let f = facts.of(&other.subject).await?;
+            if consent_covering(
+                &f.consents,
+                &f.person,
+                v,
+                Some(a),
+                signaalpoort_core::Purpose::CaseCoordination,
+                now,
+            )
+            .is_some()
+            {
+                out.insert(viewer.agency.clone());
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reminds the involved agencies of every household with a match but no coordinator for longer
 /// than configured (shorter with a Veilig Thuis or safety signal), each as one logged system action.
 /// Returns the number of households reminded.
@@ -376,11 +416,19 @@ pub async fn send_coordination_reminders(
         ) {
             continue;
         }
+        let recipients = reminder_recipients(gw, &signals, now).await?;
+        if recipients.is_empty() {
+            continue;
+        }
         let mut record = system_record(now, "RemindCoordination", "NO_COORDINATOR");
         record.household_id = household_id.clone();
         gw.store
             .execute(WriteRequest {
-                mutation: Mutation::RemindCoordination { household_id, now },
+                mutation: Mutation::RemindCoordination {
+                    household_id,
+                    recipients,
+                    now,
+                },
                 idempotency: None,
                 record,
                 alerts: Vec::new(),

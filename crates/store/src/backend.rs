@@ -58,6 +58,9 @@ pub trait Backend: Send + Sync + 'static {
         signal: &SignalRow,
         now: OffsetDateTime,
     ) -> Result<Vec<MatchRow>, StoreError>;
+    /// The person's birth date from the newest live household declaration that gives one.
+    async fn birth_date(&self, person: &SubjectPseudonym)
+        -> Result<Option<time::Date>, StoreError>;
     /// Ids of live households the subject is an unprotected member of.
     async fn households_of(&self, subject: &SubjectPseudonym) -> Result<Vec<String>, StoreError>;
 
@@ -91,10 +94,20 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<ConsentRecord>, StoreError>;
 
     // --- notifications and alerts ---
-    async fn notifications_after(
+    /// The recipient's delivered notifications with a cursor above `after_seq`, in cursor order.
+    async fn numbered_notifications(
         &self,
         recipient: &Oin,
-        cursor: u64,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+    /// The highest cursor the recipient's notifications were numbered with (0: none yet).
+    async fn last_notification_cursor(&self, recipient: &Oin) -> Result<u64, StoreError>;
+    /// The recipient's notifications not yet delivered (no cursor), in creation order after `after_id`.
+    async fn pending_notifications(
+        &self,
+        recipient: &Oin,
+        after_id: u64,
         limit: u32,
     ) -> Result<Vec<NotificationRow>, StoreError>;
     async fn alerts_after(&self, cursor: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;

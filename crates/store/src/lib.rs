@@ -72,13 +72,26 @@ impl Default for StoreOptions {
 #[derive(Debug)]
 pub struct WriteRequest {
     pub mutation: Mutation,
-    /// (agency, request id): a retry with the same key replays the first outcome instead of
-    /// applying the mutation again. The retry still gets its own access-log record.
-    pub idempotency: Option<(Oin, String)>,
+    /// A retry with the same key replays the first outcome instead of applying the mutation again
+    /// (it still gets its own access-log record); the same key for another RPC or other content is
+    /// refused with [`Rejection::RequestIdReused`].
+    pub idempotency: Option<Idempotency>,
     pub record: RecordDraft,
     /// Alerts raised by this call, stored with its record's seq. Safety-basis records raise one
     /// automatically.
     pub alerts: Vec<AlertDraft>,
+}
+
+/// An idempotency key (AIP-155), bound to the agency, the RPC and the request's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub agency: Oin,
+    pub request_id: String,
+    /// The RPC name, e.g. "RegisterSignal".
+    pub action: &'static str,
+    /// A keyed digest of the request's content (never a BSN in clear: the server hashes the
+    /// request with its pseudonyms in place of BSNs).
+    pub fingerprint: [u8; 32],
 }
 
 /// The result of a committed write.

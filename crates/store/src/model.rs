@@ -63,10 +63,18 @@ pub enum Mutation {
         command: signaalpoort_core::coordination::Command,
         now: OffsetDateTime,
     },
-    /// Reminds the involved agencies that a match has no coordinator.
+    /// Reminds agencies that a match has no coordinator: only `recipients` (those whose basis lets
+    /// them know of another agency involved), and only those still involved at commit.
     RemindCoordination {
         household_id: String,
+        recipients: std::collections::BTreeSet<Oin>,
         now: OffsetDateTime,
+    },
+    /// Numbers notifications for their recipient at first delivery (the recipient's next cursors,
+    /// in the order given); ones numbered already keep their number.
+    DeliverNotifications {
+        recipient: Oin,
+        ids: Vec<u64>,
     },
     /// Removes access-log records older than `before` (retention), keeping the hash of the last
     /// removed record as the anchor the remaining chain is verified from.
@@ -79,6 +87,9 @@ pub enum Mutation {
 pub struct HouseholdMember {
     pub subject: SubjectPseudonym,
     pub protected: bool,
+    /// From the municipality's declaration (BRP): the age rules' only source of a person's age.
+    #[serde(default)]
+    pub birth_date: Option<time::Date>,
 }
 
 /// What a mutation did.
@@ -88,7 +99,6 @@ pub enum Effect {
     SignalRegistered {
         signal: SignalRow,
         refreshed: bool,
-        match_count: u32,
     },
     SignalWithdrawn {
         #[serde(with = "time::serde::timestamp::microseconds")]
@@ -123,6 +133,14 @@ pub enum Effect {
     Reminded {
         recipients: u32,
     },
+    /// Notifications numbered for their recipient: (notification id, the recipient's cursor), in
+    /// the order asked. One already numbered (by a concurrent read) keeps its number.
+    NotificationsDelivered {
+        numbered: Vec<(u64, u64)>,
+        /// The recipient's last cursor before these: a reader that saw another value raced with
+        /// another replica and must re-read before sending, so no cursor is skipped.
+        previous_last: u64,
+    },
     LogPurged {
         /// Records removed by this purge.
         records: u64,
@@ -137,15 +155,21 @@ pub enum Rejection {
     NotFound(String),
     FailedPrecondition(String),
     PermissionDenied(DenyReason),
+    /// The request id was used before for another RPC or other content (AIP-155).
+    RequestIdReused,
+    /// The agency named to coordinate is not one the caller's basis covers (whatever the reason:
+    /// the answer must not say whether it is involved).
+    CoordinatorNotEligible,
 }
 
 impl Rejection {
     /// The gRPC status code the call ends with.
     pub fn status_code(&self) -> i32 {
         match self {
+            Rejection::RequestIdReused => 3,
             Rejection::NotFound(_) => 5,
             Rejection::PermissionDenied(_) => 7,
-            Rejection::FailedPrecondition(_) => 9,
+            Rejection::FailedPrecondition(_) | Rejection::CoordinatorNotEligible => 9,
         }
     }
 
@@ -154,6 +178,8 @@ impl Rejection {
         match self {
             Rejection::NotFound(_) => "NOT_FOUND".to_owned(),
             Rejection::FailedPrecondition(_) => "FAILED_PRECONDITION".to_owned(),
+            Rejection::RequestIdReused => "REQUEST_ID_REUSED".to_owned(),
+            Rejection::CoordinatorNotEligible => "COORDINATOR_NOT_ELIGIBLE".to_owned(),
             Rejection::PermissionDenied(r) => r.error_reason(),
         }
     }
@@ -230,7 +256,10 @@ impl NotificationKind {
 /// so delivery can be re-checked against the policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationRow {
-    pub cursor: u64,
+    /// The row's own id (creation order); never shown to anyone.
+    pub id: u64,
+    /// The recipient's cursor, given when it was first delivered; `None` while pending.
+    pub seq: Option<u64>,
     pub recipient: Oin,
     pub kind: NotificationKind,
     pub recipient_signal_id: String,
@@ -241,6 +270,8 @@ pub struct NotificationRow {
     pub household_id: Option<String>,
     pub coordination_event: Option<String>,
     pub occurred_at: OffsetDateTime,
+    /// For a MATCH_ENDED: whether its MATCH (same two signals) was delivered to the recipient.
+    pub match_delivered: bool,
 }
 
 /// An alert for auditors, before it is stored.
@@ -305,9 +336,12 @@ pub struct ChangeCursor {
     pub alert: u64,
 }
 
-/// One row of the involvement history: counts for a household, quarter, agency and category.
+/// One row of the involvement history: counts for a household, person, quarter, agency and
+/// category. The person is kept (not the signal) so a viewer sees only what its basis covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRow {
+    /// `None` for rows written before persons were kept.
+    pub subject: Option<SubjectPseudonym>,
     /// e.g. "2026-Q1"
     pub quarter: String,
     pub agency: Oin,

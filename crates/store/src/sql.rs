@@ -385,26 +385,41 @@ impl SqlBackend {
         let mut notify = false;
         for req in batch {
             let replay = match &req.idempotency {
-                Some((agency, request_id)) => sqlx::query(
-                    "SELECT outcome FROM idempotency WHERE agency_oin = $1 AND request_id = $2",
+                Some(key) => sqlx::query(
+                    "SELECT outcome, action, fingerprint FROM idempotency WHERE agency_oin = $1 AND request_id = $2",
                 )
-                .bind(agency.to_string())
-                .bind(request_id.clone())
+                .bind(key.agency.to_string())
+                .bind(key.request_id.clone())
                 .fetch_optional(&mut *conn)
                 .await?
-                .map(|r| r.try_get::<String, _>(0))
+                .map(|r| -> Result<_, StoreError> {
+                    let stored: String = r.try_get(0)?;
+                    let action: String = r.try_get(1)?;
+                    let fingerprint: Option<Vec<u8>> = r.try_get(2)?;
+                    // Rows from before fingerprints were kept match on the RPC alone.
+                    let same = (action.is_empty() || action == key.action)
+                        && fingerprint.is_none_or(|f| f == key.fingerprint);
+                    Ok(if same {
+                        Ok(from_json::<Outcome>(&stored)?)
+                    } else {
+                        Err(Rejection::RequestIdReused)
+                    })
+                })
                 .transpose()?,
                 None => None,
             };
             let (outcome, replayed) = match replay {
-                Some(stored) => (from_json::<Outcome>(&stored)?, true),
+                Some(Ok(stored)) => (stored, true),
+                Some(Err(reused)) => (Err(reused), false),
                 None => {
                     let outcome = apply(&mut *conn, &req.mutation).await?;
-                    if let Some((agency, request_id)) = &req.idempotency {
-                        sqlx::query("INSERT INTO idempotency (agency_oin, request_id, outcome) VALUES ($1, $2, $3)")
-                            .bind(agency.to_string())
-                            .bind(request_id.clone())
+                    if let Some(key) = &req.idempotency {
+                        sqlx::query("INSERT INTO idempotency (agency_oin, request_id, outcome, action, fingerprint) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(key.agency.to_string())
+                            .bind(key.request_id.clone())
                             .bind(json(&outcome)?)
+                            .bind(key.action)
+                            .bind(key.fingerprint.to_vec())
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -438,7 +453,10 @@ impl SqlBackend {
             }
             notify |= !alerts.is_empty()
                 || (outcome.is_ok()
-                    && !matches!(req.mutation, Mutation::None | Mutation::RecordConsent(_)));
+                    && !matches!(
+                        req.mutation,
+                        Mutation::None | Mutation::DeliverNotifications { .. }
+                    ));
             out.push(Committed {
                 seq,
                 outcome,
@@ -460,6 +478,92 @@ impl SqlBackend {
             }
         }
         Ok((out, notify))
+    }
+}
+
+impl SqlBackend {
+    /// Notifications of one recipient, with the other signal as it is now and whether the MATCH a
+    /// MATCH_ENDED belongs to was delivered. `tail` filters on `$2` and orders.
+    async fn notifications_where(
+        &self,
+        tail: &str,
+        recipient: &Oin,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT n.cursor, n.kind, n.recipient_signal_id, r.subject, n.other_signal_id, o.agency_oin, o.subject, o.category, o.contact_team, o.contact_phone, o.contact_email, o.registered_at, n.level, n.household_id, n.coordination_event, n.occurred_at, n.recipient_seq,
+                    CASE WHEN n.kind = 'match_ended' AND EXISTS (SELECT 1 FROM notifications d WHERE d.recipient_signal_id = n.recipient_signal_id AND d.other_signal_id = n.other_signal_id AND d.kind = 'match' AND d.recipient_seq IS NOT NULL) THEN 1 ELSE 0 END
+               FROM notifications n
+               JOIN signals r ON r.id = n.recipient_signal_id
+               LEFT JOIN signals o ON o.id = n.other_signal_id
+              WHERE n.recipient_oin = $1 AND {tail} LIMIT $3"
+        ))
+        .bind(recipient.to_string())
+        .bind(cursor(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let other = match r.try_get::<Option<String>, _>(5)? {
+                Some(agency) => Some(MatchRow {
+                    signal_id: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                    agency: oin(agency)?,
+                    subject: subject(r.try_get(6)?)?,
+                    category: Category::from_code(&r.try_get::<String, _>(7)?)
+                        .ok_or_else(|| corrupt("category"))?,
+                    contact: ContactPoint {
+                        team: r.try_get(8)?,
+                        phone: r.try_get(9)?,
+                        email: r.try_get(10)?,
+                    },
+                    since: from_micros(r.try_get(11)?),
+                    level: if r.try_get::<Option<i64>, _>(12)? == Some(2) {
+                        MatchLevel::Household
+                    } else {
+                        MatchLevel::Subject
+                    },
+                }),
+                None => None,
+            };
+            out.push(NotificationRow {
+                id: r.try_get::<i64, _>(0)? as u64,
+                seq: r.try_get::<Option<i64>, _>(16)?.map(|s| s as u64),
+                recipient: recipient.clone(),
+                kind: NotificationKind::from_code(&r.try_get::<String, _>(1)?)
+                    .ok_or_else(|| corrupt("notification kind"))?,
+                recipient_signal_id: r.try_get(2)?,
+                recipient_subject: subject(r.try_get(3)?)?,
+                other,
+                household_id: r.try_get(13)?,
+                coordination_event: r.try_get(14)?,
+                occurred_at: from_micros(r.try_get(15)?),
+                match_delivered: r.try_get::<i64, _>(17)? == 1,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The person's birth date from the newest live declaration that gives one.
+    async fn declared_birth_date(
+        &self,
+        person: &SubjectPseudonym,
+    ) -> Result<Option<time::Date>, StoreError> {
+        let row = sqlx::query("SELECT m.birth_date FROM household_members m JOIN households h ON h.id = m.household_id AND h.dissolved_at IS NULL WHERE m.subject = $1 AND m.birth_date IS NOT NULL ORDER BY m.declared_at DESC LIMIT 1")
+            .bind(person.as_bytes().to_vec())
+            .fetch_optional(&self.read)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let text: String = r.try_get(0)?;
+                let format = time::macros::format_description!("[year]-[month]-[day]");
+                time::Date::parse(&text, &format)
+                    .map(Some)
+                    .map_err(|_| corrupt("birth date"))
+            }
+        }
     }
 }
 
@@ -682,11 +786,12 @@ async fn record_history(
         let mut q = first;
         loop {
             sqlx::query(
-                "INSERT INTO involvement_history (household_id, quarter, agency_oin, category, registered, ended, first_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (household_id, quarter, agency_oin, category) DO UPDATE SET registered = involvement_history.registered + excluded.registered, \
+                "INSERT INTO involvement_history (household_id, subject, quarter, agency_oin, category, registered, ended, first_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (household_id, subject, quarter, agency_oin, category) DO UPDATE SET registered = involvement_history.registered + excluded.registered, \
                  ended = involvement_history.ended + excluded.ended, first_at = CASE WHEN excluded.first_at < involvement_history.first_at THEN excluded.first_at ELSE involvement_history.first_at END",
             )
             .bind(household.clone())
+            .bind(sig.subject.as_bytes().to_vec())
             .bind(q.label())
             .bind(sig.agency.to_string())
             .bind(sig.category.code())
@@ -845,8 +950,6 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                         .bind(existing.id.clone())
                         .execute(&mut *conn)
                         .await?;
-                    let match_count =
-                        matches_on(&mut *conn, agency, subj, *now).await?.len() as u32;
                     let signal = SignalRow {
                         contact: contact.clone(),
                         refreshed_at: *now,
@@ -856,7 +959,6 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                     return Ok(Ok(Effect::SignalRegistered {
                         signal,
                         refreshed: true,
-                        match_count,
                     }));
                 }
                 // Expired but not yet purged: it ended at its expiry; tell its matches, then start anew.
@@ -913,7 +1015,6 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
             Ok(Ok(Effect::SignalRegistered {
                 signal,
                 refreshed: false,
-                match_count: matches.len() as u32,
             }))
         }
         Mutation::WithdrawSignal {
@@ -990,10 +1091,12 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 }
             }
             for m in members {
-                sqlx::query("INSERT INTO household_members (household_id, subject, protected) VALUES ($1, $2, $3)")
+                sqlx::query("INSERT INTO household_members (household_id, subject, protected, birth_date, declared_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind(id.clone())
                     .bind(m.subject.as_bytes().to_vec())
                     .bind(m.protected)
+                    .bind(m.birth_date.map(|d| d.to_string()))
+                    .bind(micros(*now))
                     .execute(&mut *conn)
                     .await?;
             }
@@ -1101,8 +1204,13 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                 })),
             }
         }
-        Mutation::RemindCoordination { household_id, now } => {
-            let signals = household_signals_on(&mut *conn, household_id, *now).await?;
+        Mutation::RemindCoordination {
+            household_id,
+            recipients,
+            now,
+        } => {
+            let mut signals = household_signals_on(&mut *conn, household_id, *now).await?;
+            signals.retain(|s| recipients.contains(&s.agency));
             let stored = coordination_on(&mut *conn, household_id).await?;
             let recipients = notify_involved(
                 conn,
@@ -1115,6 +1223,54 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
             .await?;
             save_coordination(conn, household_id, &stored.state, Some(*now), *now).await?;
             Ok(Ok(Effect::Reminded { recipients }))
+        }
+        Mutation::DeliverNotifications { recipient, ids } => {
+            let mut last: i64 =
+                sqlx::query("SELECT last_seq FROM notification_cursors WHERE recipient_oin = $1")
+                    .bind(recipient.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?
+                    .unwrap_or(0);
+            let start = last;
+            let mut numbered = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row = sqlx::query(
+                    "SELECT recipient_seq FROM notifications WHERE cursor = $1 AND recipient_oin = $2",
+                )
+                .bind(cursor(*id))
+                .bind(recipient.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(row) = row else { continue };
+                let seq = match row.try_get::<Option<i64>, _>(0)? {
+                    Some(seq) => seq,
+                    None => {
+                        last += 1;
+                        sqlx::query(
+                            "UPDATE notifications SET recipient_seq = $1 WHERE cursor = $2",
+                        )
+                        .bind(last)
+                        .bind(cursor(*id))
+                        .execute(&mut *conn)
+                        .await?;
+                        last
+                    }
+                };
+                numbered.push((*id, seq as u64));
+            }
+            if last != start {
+                sqlx::query("INSERT INTO notification_cursors (recipient_oin, last_seq) VALUES ($1, $2) ON CONFLICT (recipient_oin) DO UPDATE SET last_seq = excluded.last_seq")
+                    .bind(recipient.to_string())
+                    .bind(last)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(Ok(Effect::NotificationsDelivered {
+                numbered,
+                previous_last: start as u64,
+            }))
         }
         Mutation::PurgeAccessLog { before } => {
             let last: Option<i64> = sqlx::query("SELECT MAX(seq) FROM access_log WHERE time < $1")
@@ -1346,13 +1502,19 @@ impl Backend for SqlBackend {
     }
 
     async fn involvement_history(&self, household_id: &str) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query("SELECT quarter, agency_oin, category, registered, ended, first_at FROM involvement_history WHERE household_id = $1 ORDER BY quarter, agency_oin, category")
+        let rows = sqlx::query("SELECT quarter, agency_oin, category, registered, ended, first_at, subject FROM involvement_history WHERE household_id = $1 ORDER BY quarter, agency_oin, category")
             .bind(household_id.to_owned())
             .fetch_all(&self.read)
             .await?;
         rows.iter()
             .map(|r| {
+                let who: Vec<u8> = r.try_get(6)?;
                 Ok(HistoryRow {
+                    subject: if who.is_empty() {
+                        None
+                    } else {
+                        Some(subject(who)?)
+                    },
                     quarter: r.try_get(0)?,
                     agency: Oin::parse(&r.try_get::<String, _>(1)?)
                         .map_err(|_| corrupt("history agency"))?,
@@ -1438,6 +1600,13 @@ impl Backend for SqlBackend {
         matches_on(&self.read, &signal.agency, &signal.subject, now).await
     }
 
+    async fn birth_date(
+        &self,
+        person: &SubjectPseudonym,
+    ) -> Result<Option<time::Date>, StoreError> {
+        self.declared_birth_date(person).await
+    }
+
     async fn households_of(&self, subject: &SubjectPseudonym) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT h.id FROM household_members m JOIN households h ON h.id = m.household_id WHERE m.subject = $1 AND m.protected = FALSE AND h.dissolved_at IS NULL ORDER BY h.id")
             .bind(subject.as_bytes().to_vec())
@@ -1504,62 +1673,46 @@ impl Backend for SqlBackend {
         Ok(out)
     }
 
-    async fn notifications_after(
+    async fn numbered_notifications(
         &self,
         recipient: &Oin,
-        after: u64,
+        after_seq: u64,
         limit: u32,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT n.cursor, n.kind, n.recipient_signal_id, r.subject, n.other_signal_id, o.agency_oin, o.subject, o.category, o.contact_team, o.contact_phone, o.contact_email, o.registered_at, n.level, n.household_id, n.coordination_event, n.occurred_at
-               FROM notifications n
-               JOIN signals r ON r.id = n.recipient_signal_id
-               LEFT JOIN signals o ON o.id = n.other_signal_id
-              WHERE n.recipient_oin = $1 AND n.cursor > $2
-              ORDER BY n.cursor LIMIT $3",
+        self.notifications_where(
+            "n.recipient_seq > $2 ORDER BY n.recipient_seq",
+            recipient,
+            after_seq,
+            limit,
         )
-        .bind(recipient.to_string())
-        .bind(cursor(after))
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let other = match r.try_get::<Option<String>, _>(5)? {
-                Some(agency) => Some(MatchRow {
-                    signal_id: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
-                    agency: oin(agency)?,
-                    subject: subject(r.try_get(6)?)?,
-                    category: Category::from_code(&r.try_get::<String, _>(7)?)
-                        .ok_or_else(|| corrupt("category"))?,
-                    contact: ContactPoint {
-                        team: r.try_get(8)?,
-                        phone: r.try_get(9)?,
-                        email: r.try_get(10)?,
-                    },
-                    since: from_micros(r.try_get(11)?),
-                    level: if r.try_get::<Option<i64>, _>(12)? == Some(2) {
-                        MatchLevel::Household
-                    } else {
-                        MatchLevel::Subject
-                    },
-                }),
-                None => None,
-            };
-            out.push(NotificationRow {
-                cursor: r.try_get::<i64, _>(0)? as u64,
-                recipient: recipient.clone(),
-                kind: NotificationKind::from_code(&r.try_get::<String, _>(1)?)
-                    .ok_or_else(|| corrupt("notification kind"))?,
-                recipient_signal_id: r.try_get(2)?,
-                recipient_subject: subject(r.try_get(3)?)?,
-                other,
-                household_id: r.try_get(13)?,
-                coordination_event: r.try_get(14)?,
-                occurred_at: from_micros(r.try_get(15)?),
-            });
-        }
-        Ok(out)
+        .await
+    }
+
+    async fn last_notification_cursor(&self, recipient: &Oin) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("SELECT last_seq FROM notification_cursors WHERE recipient_oin = $1")
+                .bind(recipient.to_string())
+                .fetch_optional(&self.read)
+                .await?
+                .map(|r| r.try_get::<i64, _>(0))
+                .transpose()?
+                .unwrap_or(0) as u64,
+        )
+    }
+
+    async fn pending_notifications(
+        &self,
+        recipient: &Oin,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        self.notifications_where(
+            "n.recipient_seq IS NULL AND n.cursor > $2 ORDER BY n.cursor",
+            recipient,
+            after_id,
+            limit,
+        )
+        .await
     }
 
     async fn alerts_after(&self, after: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError> {

@@ -21,6 +21,9 @@ const TABLES: &[&str] = &[
     "checkpoints",
     "log_anchor",
     "alerts",
+    "notification_cursors",
+    "coordinations",
+    "involvement_history",
 ];
 
 /// Rows per INSERT statement (PostgreSQL allows 65 535 parameters; the widest table has 22).

@@ -13,8 +13,7 @@ use signaalpoort_core::access_log::{DecisionCode, RecordDraft};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    Backend, ChangeCursor, Committed, Effect, Mutation, Outcome, Rejection, StoreError,
-    WriteRequest,
+    Backend, ChangeCursor, Committed, Effect, Mutation, Outcome, StoreError, WriteRequest,
 };
 
 struct Job {
@@ -100,9 +99,13 @@ pub(crate) fn spawn(
 
 /// Whether a batch may have created notifications or alerts, to wake the right watchers.
 fn touched_streams(requests: &[WriteRequest]) -> (bool, bool) {
-    let notifications = requests
-        .iter()
-        .any(|r| !matches!(r.mutation, Mutation::None | Mutation::RecordConsent(_)));
+    // A recorded consent can make pending notifications deliverable: watchers re-read too.
+    let notifications = requests.iter().any(|r| {
+        !matches!(
+            r.mutation,
+            Mutation::None | Mutation::DeliverNotifications { .. }
+        )
+    });
     let alerts = requests
         .iter()
         .any(|r| !r.alerts.is_empty() || r.record.flagged_for_review);
@@ -115,9 +118,8 @@ pub fn finalise_record(draft: &RecordDraft, outcome: &Outcome, replayed: bool) -
     let mut record = draft.clone();
     match outcome {
         Err(rejection) => {
-            if matches!(rejection, Rejection::PermissionDenied(_)) {
-                record.decision = DecisionCode::Deny;
-            }
+            // Every refused call is a denial in the log, whatever its code (NOT_FOUND included).
+            record.decision = DecisionCode::Deny;
             record.status_code = rejection.status_code();
             record.reason = rejection.log_reason();
         }

@@ -103,12 +103,26 @@ impl AuditService for Audit {
                     };
                     v.finish()?;
                     let rows = gw.store.read().query_log(&filter, after, limit + 1).await?;
-                    let more = rows.len() > limit as usize;
-                    let rows = &rows[..rows.len().min(limit as usize)];
-                    Ok(pb::QueryAccessLogResponse {
-                        records: rows.iter().map(record_to_pb).collect(),
-                        next_page_token: match (more, rows.last()) {
-                            (true, Some(last)) => last.seq.to_string(),
+                    // A page holds as many records as fit the message limit (with room for the
+                    // token); the rest follow on the next page, so a documented page size never fails.
+                    let budget = gw.config.limits.max_message_bytes.saturating_sub(256);
+                    let mut records = Vec::new();
+                    let mut size = 0;
+                    for row in rows.iter().take(limit as usize) {
+                        let record = record_to_pb(row);
+                        let len = prost::Message::encoded_len(&record) + 8;
+                        if !records.is_empty() && size + len > budget {
+                            break;
+                        }
+                        size += len;
+                        records.push(record);
+                    }
+                    let more = rows.len() > records.len();
+                    let last_seq = records.last().map(|r| r.seq);
+                    call.fits(pb::QueryAccessLogResponse {
+                        records,
+                        next_page_token: match (more, last_seq) {
+                            (true, Some(seq)) => seq.to_string(),
                             _ => String::new(),
                         },
                     })

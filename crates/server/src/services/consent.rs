@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use signaalpoort_api::v1 as pb;
 use signaalpoort_api::v1::consent_service_server::ConsentService;
-use signaalpoort_core::consent::{check_age_rule, ConsentGiver, ConsentRecord, ConsentState};
+use signaalpoort_core::consent::{
+    check_age_rule, givers_cover, ConsentGiver, ConsentRecord, ConsentState,
+};
 use signaalpoort_core::policy::Action;
-use signaalpoort_core::signal::{parse_birth_date, MAX_SIGNAL_LIFETIME};
+use signaalpoort_core::signal::MAX_SIGNAL_LIFETIME;
 use signaalpoort_core::{parse_reference, Bsn, DenyReason, Oin, Purpose, RequestId};
 use signaalpoort_store::{Effect, Mutation};
 use tonic::{Request, Response, Status};
@@ -35,8 +37,6 @@ impl ConsentService for Consents {
                         .check("request_id", RequestId::parse_optional(&req.request_id))
                         .flatten();
                     let bsn = v.check("bsn", Bsn::parse(&req.bsn));
-                    let birth_date =
-                        v.check("birth_date", parse_birth_date(&req.birth_date, now.date()));
                     let mut givers = Vec::new();
                     for (i, g) in req.givers.iter().enumerate() {
                         match pb::ConsentGiver::try_from(*g) {
@@ -119,12 +119,18 @@ impl ConsentService for Consents {
                     if let Some(s) = &subject {
                         call.set_subjects(&[*s]);
                     }
-                    if let Some(r) = &request_id {
-                        call.set_request_id(r.as_str());
-                    }
+                    let idempotency = call.idempotency(
+                        &caller,
+                        request_id.as_ref(),
+                        &pb::RecordConsentRequest {
+                            request_id: String::new(),
+                            bsn: subject.map(|s| s.to_hex()).unwrap_or_default(),
+                            ..req.clone()
+                        },
+                    );
                     v.finish()?;
-                    let (Some(subject), Some(birth_date), Some(valid_until), Some(evidence_ref)) =
-                        (subject, birth_date, valid_until, evidence_ref)
+                    let (Some(subject), Some(valid_until), Some(evidence_ref)) =
+                        (subject, valid_until, evidence_ref)
                     else {
                         return Err(ApiError::Internal("validated fields missing".into()));
                     };
@@ -134,11 +140,12 @@ impl ConsentService for Consents {
                         .is_involved(&caller.agency.oin, &subject, now)
                         .await?;
                     call.decide(&caller, None, involved, &ConsentState::None, None)?;
-                    let renew_by =
-                        check_age_rule(birth_date, now.date(), &givers, valid_until.date())
-                            .map_err(|violation| {
-                                call_deny_detail(DenyReason::AgeRuleNotMet, violation.to_string())
-                            });
+                    // The age comes from the municipality's declaration; unknown: strictest rule.
+                    let born = gw.store.read().birth_date(&subject).await?;
+                    let renew_by = check_age_rule(born, now.date(), &givers, valid_until.date())
+                        .map_err(|violation| {
+                            call_deny_detail(DenyReason::AgeRuleNotMet, violation.to_string())
+                        });
                     let renew_by = match renew_by {
                         Ok(r) => r,
                         Err(e) => return Err(e),
@@ -160,11 +167,7 @@ impl ConsentService for Consents {
                     };
                     call.set_object(&format!("consent:{}", consent.id));
                     match call
-                        .execute(
-                            &caller,
-                            Mutation::RecordConsent(consent),
-                            request_id.as_ref(),
-                        )
+                        .execute(Mutation::RecordConsent(consent), idempotency)
                         .await?
                     {
                         Effect::ConsentRecorded { consent } => Ok(pb::RecordConsentResponse {
@@ -198,6 +201,14 @@ impl ConsentService for Consents {
                         return Err(ApiError::Internal("validated fields missing".into()));
                     };
                     call.set_object(&format!("consent:{consent_id}"));
+                    let idempotency = call.idempotency(
+                        &caller,
+                        request_id.as_ref(),
+                        &pb::WithdrawConsentRequest {
+                            request_id: String::new(),
+                            ..req.clone()
+                        },
+                    );
                     // Unknown and not-yours look the same, so a consent's existence is not revealed.
                     let not_found = || {
                         ApiError::NotFound(
@@ -210,15 +221,14 @@ impl ConsentService for Consents {
                         .consent(&consent_id)
                         .await?
                         .filter(|c| c.withdrawn_at.is_none());
+                    // On the family's behalf: an agency the consent names, involved with a person it
+                    // is about (its subject, or a housemate it is in scope for).
                     let may = match &consent {
                         Some(c) if c.recorded_by == caller.agency.oin => true,
-                        Some(c) => {
-                            gw.store
-                                .read()
-                                .is_involved(&caller.agency.oin, &c.subject, now)
-                                .await?
+                        Some(c) if c.names(&caller.agency) => {
+                            involved_in_scope(&gw, &caller.agency.oin, c, now).await?
                         }
-                        None => false,
+                        _ => false,
                     };
                     if !may {
                         return Err(not_found());
@@ -228,7 +238,7 @@ impl ConsentService for Consents {
                     }
                     call.decide(&caller, None, true, &ConsentState::None, None)?;
                     let mutation = Mutation::WithdrawConsent { consent_id, now };
-                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
+                    match call.execute(mutation, idempotency).await? {
                         Effect::ConsentWithdrawn { at } => Ok(pb::WithdrawConsentResponse {
                             withdrawn_at: Some(ts(at)),
                         }),
@@ -249,21 +259,68 @@ impl ConsentService for Consents {
                 request,
                 |call, caller, req| async move {
                     let gw = call.gateway().clone();
+                    let now = call.now();
                     call.decide(&caller, None, false, &ConsentState::None, None)?;
-                    let consents = gw
-                        .store
-                        .read()
-                        .consents_for_agency(&caller.agency.oin, call.now(), req.include_inactive)
+                    let store = gw.store.read();
+                    let consents = store
+                        .consents_for_agency(&caller.agency.oin, now, req.include_inactive)
                         .await?;
-                    let subjects: Vec<_> = consents.iter().map(|c| c.subject).collect();
-                    call.set_subjects(&subjects);
-                    Ok(pb::ListConsentsResponse {
-                        consents: consents.iter().map(|c| consent_to_pb(&gw, c)).collect(),
-                    })
+                    // Only the family's consents that name the caller; the recorder is shown only
+                    // while the consent covers its person and names the recorder.
+                    let mut out = Vec::new();
+                    let mut disclosed = Vec::new();
+                    for c in consents.iter().filter(|c| c.names(&caller.agency)) {
+                        let recorder = gw.registry.get(&c.recorded_by);
+                        let shown = match recorder {
+                            Some(r) if r.oin == caller.agency.oin => true,
+                            Some(r) if c.is_active(now) && c.names(r) => {
+                                let born = store.birth_date(&c.subject).await?;
+                                givers_cover(c, &c.subject, born, now.date())
+                            }
+                            _ => false,
+                        };
+                        if shown && c.recorded_by != caller.agency.oin {
+                            disclosed.push(c.subject);
+                        }
+                        let mut consent = consent_to_pb(&gw, c);
+                        if !shown {
+                            consent.recorded_by = Some(withheld_agency());
+                        }
+                        out.push(consent);
+                    }
+                    // The record names the persons about whom another agency's part was shown.
+                    call.set_subjects(&disclosed);
+                    call.set_object(&format!("consents:{}", out.len()));
+                    call.fits(pb::ListConsentsResponse { consents: out })
                 },
             )
             .await
     }
+}
+
+/// Whether the agency has an active signal on a person the consent is about: its subject, or with
+/// `include_household` a housemate of it.
+async fn involved_in_scope(
+    gw: &Gateway,
+    agency: &Oin,
+    consent: &ConsentRecord,
+    now: time::OffsetDateTime,
+) -> Result<bool, ApiError> {
+    let store = gw.store.read();
+    if store.is_involved(agency, &consent.subject, now).await? {
+        return Ok(true);
+    }
+    if !consent.include_household {
+        return Ok(false);
+    }
+    for household in store.households_of(&consent.subject).await? {
+        for s in store.household_signals(&household, now).await? {
+            if s.agency == *agency {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn call_deny_detail(reason: DenyReason, detail: String) -> ApiError {

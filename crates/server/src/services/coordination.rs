@@ -6,14 +6,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use signaalpoort_api::v1 as pb;
 use signaalpoort_core::chronicity::{chronicity, ChronicityThresholds, Quarter, QuarterCounts};
-use signaalpoort_core::consent::consent_state;
 use signaalpoort_core::coordination::{reconcile, Command, CoordinationState};
 use signaalpoort_core::policy::{Action, Permit};
-use signaalpoort_core::{Basis, Category, ContactPoint, DenyReason, Justification, Oin, RequestId};
-use signaalpoort_store::{Effect, Mutation, SignalRow};
+use signaalpoort_core::{
+    Basis, Category, ContactPoint, DenyReason, Justification, Oin, Purpose, RequestId, Role,
+    SubjectPseudonym,
+};
+use signaalpoort_store::{Effect, Idempotency, Mutation, SignalRow};
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
+use crate::basis::{decide_on_own_signal, Facts};
 use crate::call::{Call, Caller};
 use crate::convert::*;
 use crate::error::{ApiError, Violations};
@@ -27,6 +30,9 @@ struct Case {
     permit: Permit,
     /// Live signals on the household's members: who is involved.
     signals: Vec<SignalRow>,
+    /// The agencies the caller's basis lets it know of (the one rule, person by person), itself
+    /// included: only they are shown, proposed or asked.
+    known: BTreeSet<Oin>,
 }
 
 /// Validates a `CaseRef`, finds the household through the caller's own signal and asks the policy.
@@ -55,30 +61,17 @@ async fn open_case(
         return Err(ApiError::Internal("validated fields missing".into()));
     };
     call.set_object(&signal_id);
-    let own = gw
-        .store
-        .read()
-        .signal(&signal_id)
-        .await?
-        .filter(|s| s.agency == caller.agency.oin && s.is_active(now));
-    let consents = match &own {
-        Some(s) => gw.store.read().consents_concerning(&s.subject).await?,
-        None => Vec::new(),
-    };
-    if let Some(s) = &own {
-        call.set_subjects(&[s.subject]);
-    }
-    let state = consent_state(&consents, &caller.agency, purpose, now);
-    let permit = call.decide(
+    let store = gw.store.read();
+    let mut facts = Facts::new(store);
+    let (own, permit) = decide_on_own_signal(
+        call,
         caller,
-        Some(purpose),
-        own.is_some(),
-        &state,
+        &mut facts,
+        &signal_id,
+        purpose,
         justification.as_ref(),
-    )?;
-    let Some(own) = own else {
-        return Err(ApiError::Internal("permit without involvement".into()));
-    };
+    )
+    .await?;
     let Some(household_id) = gw
         .store
         .read()
@@ -97,10 +90,27 @@ async fn open_case(
         .read()
         .household_signals(&household_id, now)
         .await?;
+    let mut known: BTreeSet<Oin> = [caller.agency.oin.clone()].into();
+    for s in &signals {
+        if known.contains(&s.agency) {
+            continue;
+        }
+        let Some(agency) = gw.registry.get(&s.agency) else {
+            continue;
+        };
+        if facts
+            .basis_for(&permit, &caller.agency, &s.subject, agency, now)
+            .await?
+            .is_some()
+        {
+            known.insert(s.agency.clone());
+        }
+    }
     Ok(Case {
         household_id,
         permit,
         signals,
+        known,
     })
 }
 
@@ -119,18 +129,31 @@ fn agency_ref(gw: &Gateway, oin: &Oin) -> pb::AgencyRef {
     }
 }
 
+/// The coordination as `known` lets a viewer see it: an agency it may not know of is withheld ("een
+/// betrokken professional", with the contact point), and left out of the lists.
 fn coordination_to_pb(
     gw: &Gateway,
     household_id: &str,
     state: &CoordinationState,
     involved: &BTreeSet<Oin>,
+    known: &BTreeSet<Oin>,
 ) -> pb::Coordination {
+    let shown = |oin: &Oin| {
+        if known.contains(oin) {
+            agency_ref(gw, oin)
+        } else {
+            withheld_agency()
+        }
+    };
+    let listed = |oins: &BTreeSet<Oin>| {
+        oins.iter()
+            .filter(|o| known.contains(*o))
+            .map(Oin::to_string)
+            .collect()
+    };
     pb::Coordination {
         household_id: household_id.to_owned(),
-        coordinator: state
-            .coordinator
-            .as_ref()
-            .map(|c| agency_ref(gw, &c.agency)),
+        coordinator: state.coordinator.as_ref().map(|c| shown(&c.agency)),
         coordinator_contact: state
             .coordinator
             .as_ref()
@@ -138,12 +161,12 @@ fn coordination_to_pb(
         coordinating_since: state.coordinator.as_ref().map(|c| ts(c.since)),
         open_proposal: state.open_proposal.as_ref().map(|p| pb::Proposal {
             proposal_id: p.id.clone(),
-            proposed_by: Some(agency_ref(gw, &p.proposed_by)),
-            proposed: Some(agency_ref(gw, &p.proposed)),
+            proposed_by: Some(shown(&p.proposed_by)),
+            proposed: Some(shown(&p.proposed)),
             is_hand_over: p.is_hand_over,
             proposed_at: Some(ts(p.at)),
-            accepted_by: p.accepted_by.iter().map(Oin::to_string).collect(),
-            awaiting: p.awaiting(involved).iter().map(Oin::to_string).collect(),
+            accepted_by: listed(&p.accepted_by),
+            awaiting: listed(&p.awaiting(involved)),
         }),
     }
 }
@@ -167,10 +190,9 @@ impl Coordination {
     /// Runs a command through the store (which re-reads who is involved inside the transaction).
     async fn command(
         call: &Call,
-        caller: &Caller,
         case: &Case,
         command: Command,
-        request_id: Option<&RequestId>,
+        idempotency: Option<Idempotency>,
     ) -> Result<pb::Coordination, ApiError> {
         let gw = call.gateway().clone();
         let mutation = Mutation::Coordinate {
@@ -178,12 +200,13 @@ impl Coordination {
             command,
             now: call.now(),
         };
-        match call.execute(caller, mutation, request_id).await? {
+        match call.execute(mutation, idempotency).await? {
             Effect::Coordinated { state, .. } => Ok(coordination_to_pb(
                 &gw,
                 &case.household_id,
                 &state,
                 &involved(&case.signals),
+                &case.known,
             )),
             other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
         }
@@ -207,15 +230,23 @@ impl pb::coordination_service_server::CoordinationService for Coordination {
                         .flatten();
                     let coordinator = optional_oin(&mut v, "coordinator_oin", &req.coordinator_oin);
                     let contact = optional_contact(&mut v, "contact", req.contact.as_ref());
+                    let idempotency = call.idempotency(
+                        &caller,
+                        request_id.as_ref(),
+                        &pb::ProposeCoordinatorRequest {
+                            request_id: String::new(),
+                            ..req.clone()
+                        },
+                    );
                     let case = open_case(&call, &caller, &mut v, req.case.as_ref()).await?;
                     let command = Command::Propose {
                         by: caller.agency.oin.clone(),
                         coordinator: coordinator.unwrap_or_else(|| caller.agency.oin.clone()),
                         contact,
                         proposal_id: uuid::Uuid::new_v4().to_string(),
+                        eligible: case.known.clone(),
                     };
-                    let coordination =
-                        Self::command(&call, &caller, &case, command, request_id.as_ref()).await?;
+                    let coordination = Self::command(&call, &case, command, idempotency).await?;
                     Ok(pb::ProposeCoordinatorResponse {
                         coordination: Some(coordination),
                     })
@@ -239,6 +270,14 @@ impl pb::coordination_service_server::CoordinationService for Coordination {
                         .flatten();
                     let proposal_id = required_id(&mut v, "proposal_id", &req.proposal_id);
                     let contact = optional_contact(&mut v, "contact", req.contact.as_ref());
+                    let idempotency = call.idempotency(
+                        &caller,
+                        request_id.as_ref(),
+                        &pb::RespondToProposalRequest {
+                            request_id: String::new(),
+                            ..req.clone()
+                        },
+                    );
                     let case = open_case(&call, &caller, &mut v, req.case.as_ref()).await?;
                     let command = Command::Respond {
                         by: caller.agency.oin.clone(),
@@ -246,8 +285,7 @@ impl pb::coordination_service_server::CoordinationService for Coordination {
                         accept: req.accept,
                         contact,
                     };
-                    let coordination =
-                        Self::command(&call, &caller, &case, command, request_id.as_ref()).await?;
+                    let coordination = Self::command(&call, &case, command, idempotency).await?;
                     Ok(pb::RespondToProposalResponse {
                         coordination: Some(coordination),
                     })
@@ -267,6 +305,14 @@ impl pb::coordination_service_server::CoordinationService for Coordination {
                     .check("request_id", RequestId::parse_optional(&req.request_id))
                     .flatten();
                 let to = v.check("to_oin", Oin::parse(&req.to_oin));
+                let idempotency = call.idempotency(
+                    &caller,
+                    request_id.as_ref(),
+                    &pb::HandOverRequest {
+                        request_id: String::new(),
+                        ..req.clone()
+                    },
+                );
                 let case = open_case(&call, &caller, &mut v, req.case.as_ref()).await?;
                 let Some(to) = to else {
                     return Err(ApiError::Internal("validated fields missing".into()));
@@ -275,9 +321,9 @@ impl pb::coordination_service_server::CoordinationService for Coordination {
                     by: caller.agency.oin.clone(),
                     to,
                     proposal_id: uuid::Uuid::new_v4().to_string(),
+                    eligible: case.known.clone(),
                 };
-                let coordination =
-                    Self::command(&call, &caller, &case, command, request_id.as_ref()).await?;
+                let coordination = Self::command(&call, &case, command, idempotency).await?;
                 Ok(pb::HandOverResponse {
                     coordination: Some(coordination),
                 })
@@ -295,12 +341,19 @@ impl pb::coordination_service_server::CoordinationService for Coordination {
                 let request_id = v
                     .check("request_id", RequestId::parse_optional(&req.request_id))
                     .flatten();
+                let idempotency = call.idempotency(
+                    &caller,
+                    request_id.as_ref(),
+                    &pb::StepDownRequest {
+                        request_id: String::new(),
+                        ..req.clone()
+                    },
+                );
                 let case = open_case(&call, &caller, &mut v, req.case.as_ref()).await?;
                 let command = Command::StepDown {
                     by: caller.agency.oin.clone(),
                 };
-                let coordination =
-                    Self::command(&call, &caller, &case, command, request_id.as_ref()).await?;
+                let coordination = Self::command(&call, &case, command, idempotency).await?;
                 Ok(pb::StepDownResponse {
                     coordination: Some(coordination),
                 })
@@ -330,6 +383,7 @@ impl pb::coordination_service_server::CoordinationService for Coordination {
                             &case.household_id,
                             &state,
                             &involved,
+                            &case.known,
                         )),
                     })
                 },
@@ -423,6 +477,81 @@ async fn history_of(
             return Err(ApiError::denied(DenyReason::NotCoordinator));
         }
     }
+    // Counts only what the caller's basis covers, person by person; sensitive involvement (Veilig
+    // Thuis, safety signals) only for Veilig Thuis or on the safety basis.
+    let store = gw.store.read();
+    let mut facts = Facts::new(store);
+    let sees_sensitive = caller.agency.role == Role::VeiligThuis
+        || case.permit.purpose() == Some(Purpose::ChildSafety);
+    type Row = (
+        Option<SubjectPseudonym>,
+        Oin,
+        Category,
+        Quarter,
+        u32,
+        u32,
+        OffsetDateTime,
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    for row in store.involvement_history(&case.household_id).await? {
+        if let Some(q) = Quarter::parse(&row.quarter) {
+            rows.push((
+                row.subject,
+                row.agency,
+                row.category,
+                q,
+                row.registered,
+                row.ended,
+                row.first_at,
+            ));
+        }
+    }
+    let current = Quarter::of(now.date());
+    for s in &case.signals {
+        let mut q = Quarter::of(s.registered_at.date());
+        let first = q;
+        loop {
+            rows.push((
+                Some(s.subject),
+                s.agency.clone(),
+                s.category,
+                q,
+                u32::from(q == first),
+                0,
+                s.registered_at,
+            ));
+            if q >= current {
+                break;
+            }
+            q = q.next();
+        }
+    }
+    let mut visible = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (subject, agency, category) = (&row.0, &row.1, row.2);
+        let Some(other) = gw.registry.get(agency) else {
+            continue;
+        };
+        let sensitive = other.role == Role::VeiligThuis || category == Category::Safety;
+        if sensitive && !sees_sensitive {
+            continue;
+        }
+        let covered = if *agency == caller.agency.oin {
+            true
+        } else {
+            match subject {
+                // Rows kept before persons were: only the safety basis sees them.
+                None => case.permit.basis() == Basis::Safety,
+                Some(p) => facts
+                    .basis_for(&case.permit, &caller.agency, p, other, now)
+                    .await?
+                    .is_some(),
+            }
+        };
+        if covered {
+            visible.push(row);
+        }
+    }
     let mut per_quarter: BTreeMap<Quarter, (BTreeSet<Oin>, QuarterCounts)> = BTreeMap::new();
     let mut first_at: Option<OffsetDateTime> = None;
     let mut add = |q: Quarter,
@@ -441,41 +570,8 @@ async fn history_of(
         }
         first_at = Some(first_at.map_or(since, |f| f.min(since)));
     };
-    for row in gw
-        .store
-        .read()
-        .involvement_history(&case.household_id)
-        .await?
-    {
-        if let Some(q) = Quarter::parse(&row.quarter) {
-            add(
-                q,
-                &row.agency,
-                row.category,
-                row.registered,
-                row.ended,
-                row.first_at,
-            );
-        }
-    }
-    let current = Quarter::of(now.date());
-    for s in &case.signals {
-        let mut q = Quarter::of(s.registered_at.date());
-        let first = q;
-        loop {
-            add(
-                q,
-                &s.agency,
-                s.category,
-                u32::from(q == first),
-                0,
-                s.registered_at,
-            );
-            if q >= current {
-                break;
-            }
-            q = q.next();
-        }
+    for (_, agency, category, q, registered, ended, since) in &visible {
+        add(*q, agency, *category, *registered, *ended, *since);
     }
     let history = per_quarter
         .into_iter()

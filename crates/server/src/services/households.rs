@@ -7,6 +7,7 @@ use signaalpoort_api::v1 as pb;
 use signaalpoort_api::v1::household_service_server::HouseholdService;
 use signaalpoort_core::consent::ConsentState;
 use signaalpoort_core::policy::Action;
+use signaalpoort_core::signal::parse_birth_date;
 use signaalpoort_core::{parse_reference, Bsn, RequestId};
 use signaalpoort_store::{Effect, HouseholdMember, Mutation};
 use tonic::{Request, Response, Status};
@@ -39,29 +40,43 @@ impl HouseholdService for Households {
                         "household_ref",
                         parse_reference(&req.household_ref, 64, b"._-"),
                     );
-                    if !(2..=MAX_MEMBERS).contains(&req.members.len()) {
-                        v.add("members", format!("must list 2 to {MAX_MEMBERS} members"));
+                    // One member is a person's birth date declared alone (the age rules need it).
+                    if !(1..=MAX_MEMBERS).contains(&req.members.len()) {
+                        v.add("members", format!("must list 1 to {MAX_MEMBERS} members"));
                     }
+                    let today = call.now().date();
                     let mut members = Vec::new();
                     let mut seen = HashSet::new();
+                    let mut canonical = pb::DeclareHouseholdRequest {
+                        request_id: String::new(),
+                        ..req.clone()
+                    };
                     for (i, m) in req.members.iter().take(MAX_MEMBERS).enumerate() {
+                        let birth_date = if m.birth_date.is_empty() {
+                            None
+                        } else {
+                            v.check(
+                                &format!("members[{i}].birth_date"),
+                                parse_birth_date(&m.birth_date, today),
+                            )
+                        };
                         if let Some(bsn) = v.check(&format!("members[{i}].bsn"), Bsn::parse(&m.bsn))
                         {
                             let subject = gw.pseudonyms.pseudonymise(bsn);
                             if !seen.insert(subject) {
                                 v.add(format!("members[{i}].bsn"), "is listed twice");
                             }
+                            canonical.members[i].bsn = subject.to_hex();
                             members.push(HouseholdMember {
                                 subject,
                                 protected: m.protected,
+                                birth_date,
                             });
                         }
                     }
                     let subjects: Vec<_> = members.iter().map(|m| m.subject).collect();
                     call.set_subjects(&subjects);
-                    if let Some(r) = &request_id {
-                        call.set_request_id(r.as_str());
-                    }
+                    let idempotency = call.idempotency(&caller, request_id.as_ref(), &canonical);
                     call.decide(&caller, None, false, &ConsentState::None, None)?;
                     v.finish()?;
                     let Some(household_ref) = household_ref else {
@@ -74,7 +89,7 @@ impl HouseholdService for Households {
                         members,
                         now: call.now(),
                     };
-                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
+                    match call.execute(mutation, idempotency).await? {
                         Effect::HouseholdDeclared {
                             household_id,
                             replaced,
@@ -110,6 +125,14 @@ impl HouseholdService for Households {
                         "household_ref",
                         parse_reference(&req.household_ref, 64, b"._-"),
                     );
+                    let idempotency = call.idempotency(
+                        &caller,
+                        request_id.as_ref(),
+                        &pb::DissolveHouseholdRequest {
+                            request_id: String::new(),
+                            ..req.clone()
+                        },
+                    );
                     call.decide(&caller, None, false, &ConsentState::None, None)?;
                     v.finish()?;
                     let Some(household_ref) = household_ref else {
@@ -121,7 +144,7 @@ impl HouseholdService for Households {
                         household_ref,
                         now: call.now(),
                     };
-                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
+                    match call.execute(mutation, idempotency).await? {
                         Effect::HouseholdDissolved { at } => Ok(pb::DissolveHouseholdResponse {
                             dissolved_at: Some(ts(at)),
                         }),

@@ -14,11 +14,14 @@ use signaalpoort_core::consent::consent_state;
 use signaalpoort_core::involvement::{disclose, OtherInvolvement};
 use signaalpoort_core::policy::{self, Action, Decision, PolicyRequest};
 use signaalpoort_core::{Justification, Purpose, SubjectPseudonym};
-use signaalpoort_store::{NotificationKind, NotificationRow, StoreError};
+use signaalpoort_store::{
+    Effect, Mutation, NotificationKind, NotificationRow, StoreError, WriteRequest,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::basis::Facts;
 use crate::call::Caller;
 use crate::convert::*;
 use crate::error::{ApiError, Violations};
@@ -90,22 +93,13 @@ impl NotificationService for Notifications {
                         }
                         n => n,
                     };
-                    let rows = gw
-                        .store
-                        .read()
-                        .notifications_after(&caller.agency.oin, req.after_cursor, limit)
-                        .await?;
-                    let mut cursor = req.after_cursor;
-                    let mut out = Vec::new();
+                    let _turn = gw.deliveries.lock(&caller.agency.oin).await;
+                    let batch = collect(&gw, &receiver, req.after_cursor, limit).await?;
                     let mut subjects = Vec::new();
                     let mut flagged = false;
-                    for row in rows {
-                        cursor = row.cursor;
-                        if let Some(d) = deliverable(&gw, &receiver, &row).await? {
-                            subjects.extend(d.subjects);
-                            flagged |= d.flagged;
-                            out.push(d.notification);
-                        }
+                    for d in batch.delivered.iter().chain(&batch.to_number) {
+                        subjects.extend(d.subjects.iter().copied());
+                        flagged |= d.flagged;
                     }
                     call.set_subjects(&subjects);
                     if flagged {
@@ -118,7 +112,41 @@ impl NotificationService for Notifications {
                             receiver.justification.as_ref(),
                         )?;
                     }
-                    Ok(pb::ListNotificationsResponse {
+                    let mut cursor = batch.cursor;
+                    let mut out: Vec<pb::Notification> = batch
+                        .delivered
+                        .into_iter()
+                        .map(|d| d.notification)
+                        .collect();
+                    if !batch.to_number.is_empty() {
+                        // Numbered in the same transaction as this call's record.
+                        let ids = batch.to_number.iter().map(|d| d.id).collect();
+                        let mutation = Mutation::DeliverNotifications {
+                            recipient: caller.agency.oin.clone(),
+                            ids,
+                        };
+                        let (numbered, previous_last) = match call.execute(mutation, None).await? {
+                            Effect::NotificationsDelivered {
+                                numbered,
+                                previous_last,
+                            } => (numbered, previous_last),
+                            other => {
+                                return Err(ApiError::Internal(format!(
+                                    "unexpected effect {other:?}"
+                                )))
+                            }
+                        };
+                        // Another replica numbered some in between: send none of the new ones now
+                        // (the next read returns all in order), so no cursor is ever skipped.
+                        if previous_last == batch.last_numbered {
+                            for (mut d, (_, seq)) in batch.to_number.into_iter().zip(numbered) {
+                                cursor = cursor.max(seq);
+                                d.notification.cursor = seq;
+                                out.push(d.notification);
+                            }
+                        }
+                    }
+                    call.fits(pb::ListNotificationsResponse {
                         notifications: out,
                         cursor,
                     })
@@ -126,6 +154,66 @@ impl NotificationService for Notifications {
             )
             .await
     }
+}
+
+/// What one read can give a receiver: notifications delivered before (numbered, cursor above the
+/// read's) that are still deliverable, in cursor order, and pending ones deliverable now, to be
+/// numbered. `cursor` is the highest numbered one looked at (skipped ones included).
+struct Batch {
+    delivered: Vec<Delivery>,
+    to_number: Vec<Delivery>,
+    cursor: u64,
+    /// The receiver's last numbered cursor when the read began.
+    last_numbered: u64,
+}
+
+/// How many pending rows one read looks at, at most, to find deliverable ones.
+const PENDING_SCAN: u32 = 2_000;
+
+async fn collect(
+    gw: &Gateway,
+    receiver: &Receiver,
+    after: u64,
+    limit: u32,
+) -> Result<Batch, StoreError> {
+    let store = gw.store.read();
+    let mut facts = Facts::new(store);
+    let recipient = &receiver.caller.agency.oin;
+    let mut batch = Batch {
+        delivered: Vec::new(),
+        to_number: Vec::new(),
+        cursor: after,
+        last_numbered: store.last_notification_cursor(recipient).await?,
+    };
+    for row in store
+        .numbered_notifications(recipient, after, limit)
+        .await?
+    {
+        batch.cursor = batch.cursor.max(row.seq.unwrap_or_default());
+        if let Some(d) = deliverable(gw, &mut facts, receiver, &row).await? {
+            batch.delivered.push(d);
+        }
+    }
+    let full = |b: &Batch| (b.delivered.len() + b.to_number.len()) as u32 >= limit;
+    let mut after_id = 0;
+    let mut scanned = 0;
+    while !full(&batch) && scanned < PENDING_SCAN {
+        let rows = store
+            .pending_notifications(recipient, after_id, PAGE)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after_id = last.id;
+        scanned += rows.len() as u32;
+        for row in rows {
+            if full(&batch) {
+                break;
+            }
+            if let Some(d) = deliverable(gw, &mut facts, receiver, &row).await? {
+                batch.to_number.push(d);
+            }
+        }
+    }
+    Ok(batch)
 }
 
 /// Stream-level checks: fields, and that the role may receive notifications for the purpose at all.
@@ -164,6 +252,8 @@ fn validate(
 }
 
 struct Delivery {
+    /// The stored notification's id (not shown): what gets numbered.
+    id: u64,
     notification: pb::Notification,
     subjects: Vec<SubjectPseudonym>,
     basis: signaalpoort_core::Basis,
@@ -171,10 +261,13 @@ struct Delivery {
     flagged: bool,
 }
 
-/// Decides one stored notification for the receiver, now. `None`: not delivered, and the receiver
-/// learns nothing (no basis, or the basis does not cover the other agency).
+/// Decides one stored notification for the receiver, now: its own signal active, the call-level
+/// basis on that signal's person, and for MATCH and MATCH_ENDED the other involvement disclosed by
+/// the one rule for its own person (a MATCH only while the other signal is active, a MATCH_ENDED
+/// only after its MATCH was delivered). `None`: not delivered, and the receiver learns nothing.
 async fn deliverable(
     gw: &Gateway,
+    facts: &mut Facts<'_>,
     receiver: &Receiver,
     row: &NotificationRow,
 ) -> Result<Option<Delivery>, StoreError> {
@@ -187,8 +280,14 @@ async fn deliverable(
     if !involved {
         return Ok(None);
     }
-    let consents = store.consents_concerning(&row.recipient_subject).await?;
-    let state = consent_state(&consents, &receiver.caller.agency, receiver.purpose, now);
+    let own = facts.of(&row.recipient_subject).await?;
+    let state = consent_state(
+        &own.consents,
+        &own.person,
+        &receiver.caller.agency,
+        receiver.purpose,
+        now,
+    );
     let decision = policy::decide(&PolicyRequest {
         role: receiver.caller.agency.role,
         action: Action::ReceiveNotifications,
@@ -207,8 +306,19 @@ async fn deliverable(
         NotificationKind::CoordinationReminder => pb::NotificationKind::CoordinationReminder,
     };
     let mut subjects = vec![row.recipient_subject];
-    let other = match &row.other {
-        Some(m) => {
+    let mut basis = (permit.basis(), permit.consent_id().map(str::to_owned));
+    let other = match (&row.other, row.kind) {
+        (Some(m), NotificationKind::Match | NotificationKind::MatchEnded) => {
+            let still_active = match row.kind {
+                NotificationKind::Match => store
+                    .signal(&m.signal_id)
+                    .await?
+                    .is_some_and(|s| s.is_active(now)),
+                _ => row.match_delivered,
+            };
+            if !still_active {
+                return Ok(None);
+            }
             let Some(agency) = gw.registry.get(&m.agency).cloned() else {
                 return Ok(None);
             };
@@ -220,34 +330,46 @@ async fn deliverable(
                 since: m.since,
                 level: m.level,
             };
-            let Some(d) = disclose(&permit, &receiver.caller.agency, &consents, &other, now) else {
+            let f = facts.of(&m.subject).await?;
+            let Some(d) = disclose(
+                &permit,
+                &receiver.caller.agency,
+                &f.person,
+                &f.consents,
+                &other,
+                now,
+            ) else {
                 return Ok(None);
             };
+            basis = (d.basis, d.consent_id.clone());
             subjects.push(m.subject);
             Some(disclosure_to_pb(&d))
         }
-        None => None,
+        (None, NotificationKind::Match | NotificationKind::MatchEnded) => return Ok(None),
+        _ => None,
     };
     Ok(Some(Delivery {
+        id: row.id,
         notification: pb::Notification {
-            cursor: row.cursor,
+            cursor: row.seq.unwrap_or_default(),
             kind: kind as i32,
             your_signal_id: row.recipient_signal_id.clone(),
             other,
             occurred_at: Some(ts(row.occurred_at)),
-            basis: basis_to_pb(permit.basis()) as i32,
+            basis: basis_to_pb(basis.0) as i32,
             coordination_event: row.coordination_event.clone().unwrap_or_default(),
             household_id: row.household_id.clone().unwrap_or_default(),
         },
         subjects,
-        basis: permit.basis(),
+        basis: basis.0,
         rule: permit.rule(),
         flagged: permit.flagged_for_review(),
     }))
 }
 
 /// The stream loop: deliver from the cursor, then wait for changes, heartbeats, the maximum age or
-/// shutdown. Ends with UNAVAILABLE (clients reconnect with their last cursor).
+/// shutdown. Ends with UNAVAILABLE (clients reconnect with their last cursor). The cursor — also on
+/// heartbeats — moves only with deliveries.
 async fn run_stream(
     gw: &Arc<Gateway>,
     receiver: &Receiver,
@@ -262,41 +384,68 @@ async fn run_stream(
     let mut heartbeat = tokio::time::interval(Duration::from_secs(limits.watch_heartbeat_secs));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.reset();
+    let store_failed = |e: StoreError| ApiError::Store(e).into_status();
     loop {
         // Mark the current change generation as seen before reading, so a commit that lands
         // during the read wakes us again.
         changes.borrow_and_update();
         loop {
-            let rows = gw
-                .store
-                .read()
-                .notifications_after(&receiver.caller.agency.oin, cursor, PAGE)
+            let turn = gw.deliveries.lock(&receiver.caller.agency.oin).await;
+            let batch = collect(gw, receiver, cursor, PAGE)
                 .await
-                .map_err(|e| ApiError::Store(e).into_status())?;
-            let full = rows.len() == PAGE as usize;
-            for row in rows {
-                let delivery = deliverable(gw, receiver, &row)
+                .map_err(store_failed)?;
+            let more = (batch.delivered.len() + batch.to_number.len()) as u32 >= PAGE;
+            let mut gap = false;
+            for d in batch.delivered {
+                // Logged before it is sent: a disclosure without a record never leaves.
+                gw.store
+                    .log_only(delivery_record(gw, receiver, &d), Vec::new())
                     .await
-                    .map_err(|e| ApiError::Store(e).into_status())?;
-                cursor = row.cursor;
-                if let Some(d) = delivery {
-                    // Logged before it is sent: a disclosure without a record never leaves.
-                    let record = delivery_record(gw, receiver, &d);
-                    gw.store
-                        .log_only(record, Vec::new())
-                        .await
-                        .map_err(|e| ApiError::Store(e).into_status())?;
-                    gw.metrics.log_appended();
-                    let msg = pb::WatchNotificationsResponse {
-                        notification: Some(d.notification),
-                        cursor,
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return Ok(());
-                    }
+                    .map_err(store_failed)?;
+                gw.metrics.log_appended();
+                cursor = d.notification.cursor;
+                if !send(tx, d.notification, cursor).await {
+                    return Ok(());
                 }
             }
-            if !full {
+            cursor = cursor.max(batch.cursor);
+            let mut last_numbered = batch.last_numbered;
+            for mut d in batch.to_number {
+                let committed = gw
+                    .store
+                    .execute(WriteRequest {
+                        mutation: Mutation::DeliverNotifications {
+                            recipient: receiver.caller.agency.oin.clone(),
+                            ids: vec![d.id],
+                        },
+                        idempotency: None,
+                        record: delivery_record(gw, receiver, &d),
+                        alerts: Vec::new(),
+                    })
+                    .await
+                    .map_err(store_failed)?;
+                gw.metrics.log_appended();
+                let seq = match committed.outcome {
+                    Ok(Effect::NotificationsDelivered {
+                        numbered,
+                        previous_last,
+                    }) if previous_last == last_numbered => numbered.first().map(|(_, seq)| *seq),
+                    _ => None,
+                };
+                // Numbered out of turn by another replica: re-read, so the cursor never skips.
+                let Some(seq) = seq else {
+                    gap = true;
+                    break;
+                };
+                last_numbered = seq;
+                cursor = seq;
+                d.notification.cursor = seq;
+                if !send(tx, d.notification, cursor).await {
+                    return Ok(());
+                }
+            }
+            drop(turn);
+            if !(more || gap) {
                 break;
             }
         }
@@ -320,6 +469,19 @@ async fn run_stream(
             () = tx.closed() => return Ok(()),
         }
     }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<pb::WatchNotificationsResponse, Status>>,
+    notification: pb::Notification,
+    cursor: u64,
+) -> bool {
+    tx.send(Ok(pb::WatchNotificationsResponse {
+        notification: Some(notification),
+        cursor,
+    }))
+    .await
+    .is_ok()
 }
 
 fn delivery_record(gw: &Gateway, receiver: &Receiver, d: &Delivery) -> RecordDraft {
@@ -353,6 +515,6 @@ fn delivery_record(gw: &Gateway, receiver: &Receiver, d: &Delivery) -> RecordDra
         flagged_for_review: d.flagged,
         trace_id: String::new(),
         span_id: String::new(),
-        object_id: format!("notification:{}", d.notification.cursor),
+        object_id: format!("notification:{}", d.id),
     }
 }

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use signaalpoort_api::v1 as pb;
 use signaalpoort_api::v1::signal_service_server::SignalService;
-use signaalpoort_core::consent::{consent_state, ConsentState};
+use signaalpoort_core::consent::ConsentState;
 use signaalpoort_core::involvement::{disclose, OtherInvolvement};
 use signaalpoort_core::policy::Action;
-use signaalpoort_core::signal::{parse_birth_date, signal_expiry};
+use signaalpoort_core::signal::signal_expiry;
 use signaalpoort_core::{Bsn, Justification, RequestId};
 use signaalpoort_store::{Effect, Mutation};
 use tonic::{Request, Response, Status};
 
+use crate::basis::{decide_on_own_signal, Facts};
 use crate::convert::*;
 use crate::error::{ApiError, Violations};
 use crate::gateway::Gateway;
@@ -41,11 +42,6 @@ impl SignalService for Signals {
                         v.add("category", "is required: one of the CATEGORY_ values");
                     }
                     let contact = contact_from_pb(&mut v, "contact", req.contact.as_ref());
-                    let birth_date = if req.birth_date.is_empty() {
-                        None
-                    } else {
-                        v.check("birth_date", parse_birth_date(&req.birth_date, now.date()))
-                    };
                     let requested = match req.expires_at.as_ref().map(from_ts) {
                         Some(Err(e)) => {
                             v.add("expires_at", e);
@@ -59,10 +55,22 @@ impl SignalService for Signals {
                     if let Some(s) = &subject {
                         call.set_subjects(&[*s]);
                     }
-                    if let Some(r) = &request_id {
-                        call.set_request_id(r.as_str());
-                    }
+                    // The digest binds the id to this content, with the pseudonym in the BSN's place.
+                    let idempotency = call.idempotency(
+                        &caller,
+                        request_id.as_ref(),
+                        &pb::RegisterSignalRequest {
+                            request_id: String::new(),
+                            bsn: subject.map(|s| s.to_hex()).unwrap_or_default(),
+                            ..req.clone()
+                        },
+                    );
                     call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    // The 23rd birthday from the municipality's declaration, never from the caller.
+                    let birth_date = match &subject {
+                        Some(s) => gw.store.read().birth_date(s).await?,
+                        None => None,
+                    };
                     let lifetime =
                         time::Duration::days(i64::from(gw.config.signals.default_lifetime_days));
                     let expires_at = v.check(
@@ -84,16 +92,13 @@ impl SignalService for Signals {
                         expires_at,
                         now,
                     };
-                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
-                        Effect::SignalRegistered {
-                            signal,
-                            refreshed,
-                            match_count,
-                        } => Ok(pb::RegisterSignalResponse {
-                            signal: Some(signal_to_pb(&signal)),
-                            refreshed,
-                            match_count,
-                        }),
+                    match call.execute(mutation, idempotency).await? {
+                        Effect::SignalRegistered { signal, refreshed } => {
+                            Ok(pb::RegisterSignalResponse {
+                                signal: Some(signal_to_pb(&signal)),
+                                refreshed,
+                            })
+                        }
                         other => Err(ApiError::Internal(format!("unexpected effect {other:?}"))),
                     }
                 },
@@ -122,9 +127,14 @@ impl SignalService for Signals {
                         return Err(ApiError::Internal("validated fields missing".into()));
                     };
                     call.set_object(&signal_id);
-                    if let Some(r) = &request_id {
-                        call.set_request_id(r.as_str());
-                    }
+                    let idempotency = call.idempotency(
+                        &caller,
+                        request_id.as_ref(),
+                        &pb::WithdrawSignalRequest {
+                            request_id: String::new(),
+                            ..req.clone()
+                        },
+                    );
                     // The subject goes into the record only when the signal is the caller's own.
                     if let Some(s) = gw.store.read().signal(&signal_id).await? {
                         if s.agency == caller.agency.oin {
@@ -136,7 +146,7 @@ impl SignalService for Signals {
                         signal_id,
                         now: call.now(),
                     };
-                    match call.execute(&caller, mutation, request_id.as_ref()).await? {
+                    match call.execute(mutation, idempotency).await? {
                         Effect::SignalWithdrawn { at } => Ok(pb::WithdrawSignalResponse {
                             withdrawn_at: Some(ts(at)),
                         }),
@@ -174,9 +184,10 @@ impl SignalService for Signals {
                         .await?;
                     let more = rows.len() > limit as usize;
                     let rows = &rows[..rows.len().min(limit as usize)];
-                    let subjects: Vec<_> = rows.iter().map(|s| s.subject).collect();
-                    call.set_subjects(&subjects);
-                    Ok(pb::ListSignalsResponse {
+                    // The caller's own signals: nothing about anyone is disclosed to anyone, so
+                    // the record names no person (a family's report is not flooded by listings).
+                    call.set_object(&format!("own_signals:{}", rows.len()));
+                    call.fits(pb::ListSignalsResponse {
                         signals: rows.iter().map(signal_to_pb).collect(),
                         next_page_token: match (more, rows.last()) {
                             (true, Some(last)) => encode_page_token(last.registered_at, &last.id),
@@ -216,33 +227,20 @@ impl SignalService for Signals {
                     call.set_object(&signal_id);
                     // Permission first: involvement and basis are established before anything about
                     // other agencies is read, so a denial reveals nothing.
-                    let own = gw
-                        .store
-                        .read()
-                        .signal(&signal_id)
-                        .await?
-                        .filter(|s| s.agency == caller.agency.oin && s.is_active(now));
-                    let consents = match &own {
-                        Some(s) => gw.store.read().consents_concerning(&s.subject).await?,
-                        None => Vec::new(),
-                    };
-                    if let Some(s) = &own {
-                        call.set_subjects(&[s.subject]);
-                    }
-                    let state = consent_state(&consents, &caller.agency, purpose, now);
-                    let permit = call.decide(
+                    let store = gw.store.read();
+                    let mut facts = Facts::new(store);
+                    let (own, permit) = decide_on_own_signal(
+                        &call,
                         &caller,
-                        Some(purpose),
-                        own.is_some(),
-                        &state,
+                        &mut facts,
+                        &signal_id,
+                        purpose,
                         justification.as_ref(),
-                    )?;
-                    let Some(own) = own else {
-                        return Err(ApiError::Internal("permit without involvement".into()));
-                    };
+                    )
+                    .await?;
                     let mut subjects = vec![own.subject];
                     let mut involvements = Vec::new();
-                    for m in gw.store.read().matches(&own, now).await? {
+                    for m in store.matches(&own, now).await? {
                         let Some(agency) = gw.registry.get(&m.agency).cloned() else {
                             continue;
                         };
@@ -254,7 +252,11 @@ impl SignalService for Signals {
                             since: m.since,
                             level: m.level,
                         };
-                        if let Some(d) = disclose(&permit, &caller.agency, &consents, &other, now) {
+                        // The one rule: a basis for the other signal's own person.
+                        let f = facts.of(&m.subject).await?;
+                        if let Some(d) =
+                            disclose(&permit, &caller.agency, &f.person, &f.consents, &other, now)
+                        {
                             subjects.push(m.subject);
                             involvements.push(disclosure_to_pb(&d));
                         }
