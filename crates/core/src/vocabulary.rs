@@ -202,8 +202,21 @@ fn bounded_token(
     {
         return Err(InvalidValue(what));
     }
-    refuse_bsn(s)?;
     Ok(s.to_owned())
+}
+
+/// Ids (request and actor ids) are often UUIDs, whose digit groups can line up into nine digits
+/// across a dash: for them only a value that is itself a BSN is refused, so a generated id is
+/// never turned down by chance.
+fn refuse_whole_bsn(s: &str) -> Result<(), InvalidValue> {
+    let digits: String = s
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '.' | '-'))
+        .collect();
+    if crate::Bsn::parse(&digits).is_ok() {
+        return Err(InvalidValue("must not be a BSN"));
+    }
+    Ok(())
 }
 
 /// Every identifier and free-text field is logged or shown to others: none may carry a BSN.
@@ -237,6 +250,7 @@ impl ActorId {
             b"._:-",
             "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
         )?;
+        refuse_whole_bsn(&id)?;
         if Self::is_reserved(&id) {
             return Err(InvalidValue(
                 "is reserved for the gateway's own records (system, system:*)",
@@ -268,13 +282,14 @@ impl RequestId {
         if s.is_empty() {
             return Ok(None);
         }
-        bounded_token(
+        let id = bounded_token(
             s,
             64,
             b"._:-",
             "must be at most 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
-        )
-        .map(|s| Some(RequestId(s)))
+        )?;
+        refuse_whole_bsn(&id)?;
+        Ok(Some(RequestId(id)))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -283,12 +298,14 @@ impl RequestId {
 
 /// An agency's own reference for a household or a document: never personal data.
 pub fn parse_reference(s: &str, max: usize, extra: &[u8]) -> Result<String, InvalidValue> {
-    bounded_token(
+    let reference = bounded_token(
         s,
         max,
         extra,
         "must be a short reference of letters, digits and . _ - (no names or addresses)",
-    )
+    )?;
+    refuse_bsn(&reference)?;
+    Ok(reference)
 }
 
 /// How to reach the involved team.
@@ -477,7 +494,9 @@ mod tests {
         assert!(ActorId::parse("SYSTEM:purge").is_err());
         assert!(ActorId::parse("systeembeheer-1").is_ok());
         assert!(ActorId::parse("123456782").is_err());
-        assert!(RequestId::parse_optional("req-123456782").is_err());
+        assert!(RequestId::parse_optional("123-456-782").is_err());
+        // A UUID whose digit groups line up into nine digits is still a fine request id.
+        assert!(RequestId::parse_optional("0a1b2c3d-1234-5678-2abc-def012345678").is_ok());
         assert!(parse_reference("dossier.123.456.782", 100, b"._:/-").is_err());
         assert!(Justification::parse_optional("").unwrap().is_none());
         assert!(Justification::parse_optional("too short").is_err());

@@ -207,8 +207,9 @@ pub fn required_id(v: &mut Violations, field: &str, value: &str) -> Option<Strin
     {
         v.add(field, "is required: an id as returned by the gateway");
         None
-    } else if signaalpoort_core::reads_as_bsn(value) {
-        // Ids are written to the access log: a BSN typed here would stay there for years.
+    } else if signaalpoort_core::Bsn::parse(value).is_ok() {
+        // Ids are written to the access log: a BSN typed here would stay there for years. Only a
+        // value that is itself a BSN: a gateway id (a UUID) can hold nine digits across a dash.
         v.add(
             field,
             "must not contain a BSN; pass an id as returned by the gateway",
