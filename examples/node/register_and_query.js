@@ -124,7 +124,8 @@ async function main() {
       category: 'CATEGORY_HEALTH',
       contact: { team: 'JGZ Vinkhuizen', phone: '050 367 4000' },
     });
-    console.log(`GGD registered signal ${theirs.signal.signal_id} (match_count=${theirs.match_count})`);
+    // The answer is GGD's own signal only: registering tells nobody whether others are involved.
+    console.log(`GGD registered signal ${theirs.signal.signal_id} (refreshed=${theirs.refreshed})`);
 
     const query = { signal_id: mine.signal.signal_id, purpose: 'PURPOSE_CARE_COORDINATION' };
     try {
@@ -139,10 +140,11 @@ async function main() {
     }
 
     const inAYear = Math.floor(Date.now() / 1000) + 365 * 86400;
+    // The person's age comes from the municipality's household declaration. None was declared here,
+    // so the strictest rule applies: the person and a parent or guardian consent together.
     const { consent } = await wij.recordConsent({
       bsn,
-      birth_date: '1985-06-01',
-      givers: ['CONSENT_GIVER_SUBJECT'],
+      givers: ['CONSENT_GIVER_SUBJECT', 'CONSENT_GIVER_PARENT_OR_GUARDIAN'],
       purposes: ['PURPOSE_CARE_COORDINATION'],
       roles: ['ROLE_WIJ', 'ROLE_GGD'],
       valid_until: { seconds: String(inAYear), nanos: 0 },
@@ -153,7 +155,7 @@ async function main() {
     const answer = await wij.queryInvolvement(query);
     console.log(`with consent: basis ${answer.basis}, ${answer.involvements.length} involvement(s)`);
     for (const i of answer.involvements) {
-      console.log(`  ${i.agency.name} (${i.agency.role}): ${i.contact.team}, ${i.contact.phone} — ${i.category}`);
+      console.log(`  ${i.agency.name} (${i.agency.role}): ${i.contact.team}, ${i.contact.phone} — ${i.category}, on ${i.basis}`);
     }
     const seen = answer.involvements.some((i) => i.agency.name === 'GGD Groningen');
     if (answer.basis !== 'BASIS_CONSENT' || !seen) {
