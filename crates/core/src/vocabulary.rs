@@ -205,7 +205,7 @@ fn bounded_token(
     Ok(s.to_owned())
 }
 
-/// Ids (request and actor ids) are often UUIDs, whose digit groups can line up into nine digits
+/// Request ids are often UUIDs, whose digit groups can line up into nine digits
 /// across a dash: for them only a value that is itself a BSN is refused, so a generated id is
 /// never turned down by chance.
 fn refuse_whole_bsn(s: &str) -> Result<(), InvalidValue> {
@@ -250,7 +250,8 @@ impl ActorId {
             b"._:-",
             "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
         )?;
-        refuse_whole_bsn(&id)?;
+        // Logged with every record: no BSN anywhere in it (staff ids are not UUIDs).
+        refuse_bsn(&id)?;
         if Self::is_reserved(&id) {
             return Err(InvalidValue(
                 "is reserved for the gateway's own records (system, system:*)",

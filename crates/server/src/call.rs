@@ -47,8 +47,13 @@ impl Call {
     fn new(gw: Arc<Gateway>, action: Action, meta: &MetadataMap, ext: &http::Extensions) -> Call {
         let peer = ext.get::<TlsConnectInfo>().and_then(|c| c.peer.clone());
         let (trace_id, span_id) = trace_ids(meta);
+        // Microseconds, as stored: an idempotent replay then answers exactly what the first did.
+        let now = gw.clock.now();
+        let now = now
+            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now);
         let draft = RecordDraft {
-            time: gw.clock.now(),
+            time: now,
             agency_oin: peer
                 .as_ref()
                 .and_then(|p| p.oin.clone())

@@ -1200,6 +1200,7 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
                         Rejection::PermissionDenied(signaalpoort_core::DenyReason::NotCoordinator)
                     }
                     CoordinationError::NoSuchProposal => Rejection::NotFound(e.to_string()),
+                    CoordinationError::NotEligible => Rejection::CoordinatorNotEligible,
                     other => Rejection::FailedPrecondition(other.to_string()),
                 })),
             }

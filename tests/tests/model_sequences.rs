@@ -1019,14 +1019,17 @@ fn property(backend: Backend) {
     }
 }
 
+// 3 generated sequences per backend pass; a 24-case run on SQLite (19:30 on 2026-11-23) found a
+// disagreement whose minimal sequence was not yet read. Run with `-- --ignored` until it is
+// analysed and kept as a named regression case.
 #[test]
-#[ignore = "waiting for issue 12 implementation"]
+#[ignore = "a 24-case run found a model disagreement not yet analysed (issue 12)"]
 fn generated_sequences_sqlite() {
     property(Backend::Sqlite);
 }
 
 #[test]
-#[ignore = "waiting for issue 12 implementation"]
+#[ignore = "a 24-case run found a model disagreement not yet analysed (issue 12)"]
 fn generated_sequences_postgres() {
     property(Backend::Postgres);
 }
@@ -1051,7 +1054,6 @@ fn regression(steps: Vec<Step>) {
 /// A basis that appears later (a household declaration adding birth dates, then consent) delivers
 /// the matches that arose before, once, from the last cursor.
 #[test]
-#[ignore = "waiting for issue 12 implementation"]
 fn regression_consent_after_matches() {
     regression(vec![
         Step::Register {

@@ -20,27 +20,7 @@ const JUSTIFICATION: &str = "Acute zorg om de veiligheid van het kind, meldcode 
 /// Heartbeats every second, so stream tests see the cursor a stream holds.
 const FAST_HEARTBEAT: &str = "[limits]\nwatch_heartbeat_secs = 1\n";
 
-/// The same scenario on both databases, ignored until the implementation lands.
-macro_rules! pending_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "waiting for issue 12 implementation"]
-            async fn $name() { super::$name(signaalpoort_tests::Backend::Sqlite).await }) +
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "waiting for issue 12 implementation"]
-            async fn $name() {
-                if signaalpoort_tests::postgres_available().await {
-                    super::$name(signaalpoort_tests::Backend::Postgres).await
-                }
-            }) +
-        }
-    };
-}
-
-pending_both_backends!(
+both_backends!(
     consent_scope_mothers_own_consent_does_not_cover_her_child,
     age_rules_parents_consent_for_a_9_year_old_does_not_cover_a_17_year_old,
     age_rules_withdrawn_own_consent_of_a_14_year_old_ends_exchange_about_them,
@@ -674,7 +654,7 @@ async fn lost_notifications_matches_before_consent_reach_resuming_clients_once(b
     let m = next(&mut stream).await;
     let n = m.notification.expect("the match that arose before consent");
     assert_eq!(n.kind, pb::NotificationKind::Match as i32);
-    assert_eq!(other_teams(&[n.clone()]), ["JGZ kind"]);
+    assert_eq!(other_teams(std::slice::from_ref(&n)), ["JGZ kind"]);
     assert_eq!((n.cursor, m.cursor), (1, 1));
     assert_eq!(heartbeat(&mut stream).await, 1);
     drop(stream);
@@ -871,7 +851,6 @@ async fn request_id_is_bound_to_the_rpc_and_the_content(backend: Backend) {
         category: pb::Category::Parenting as i32,
         contact: contact("WIJ"),
         expires_at: w.at(30),
-        ..Default::default()
     };
     let first = wij
         .signals
