@@ -119,7 +119,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         keys::load_or_create_pseudonym_key(&keys::pseudonym_key_path(&config.server.data_dir))?;
     let signer =
         keys::load_or_create_checkpoint_key(&keys::checkpoint_key_path(&config.server.data_dir))?;
-    let store = Store::open(&config.database_url(), StoreOptions::default()).await?;
+    let store = Store::open(
+        &config.database_url(),
+        StoreOptions {
+            min_free_bytes: config.server.min_free_disk_mib.saturating_mul(1024 * 1024),
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
 
     let tls_files = TlsFiles {
         cert_chain: config.tls.cert.clone(),
