@@ -479,12 +479,13 @@ impl Model {
     ) -> Result<Registered, Failure> {
         let now = self.now();
         let mut expires = requested;
+        // A young person's signal ends by their 23rd birthday (the end of youth care); an adult's
+        // (a parent's) keeps the lifetime asked for.
         if let Some(born) = self.birth(p) {
             let end = birthday(born, 23).midnight().assume_utc();
-            if end <= now {
-                return Err(Failure::invalid("expires_at"));
+            if end > now {
+                expires = expires.min(end);
             }
-            expires = expires.min(end);
         }
         let open = self.signals.iter().position(|s| {
             s.agency == a && s.person == p && s.category == category && s.ended.is_none()

@@ -170,6 +170,8 @@ pub(crate) struct SqlBackend {
     read: AnyPool,
     write: Mutex<Option<AnyConnection>>,
     options: StoreOptions,
+    /// Set by `close`: the change listener lets go of its connection.
+    closed: watch::Sender<bool>,
 }
 
 fn micros(t: OffsetDateTime) -> i64 {
@@ -415,6 +417,7 @@ impl SqlBackend {
             read,
             write: Mutex::new(None),
             options: options.clone(),
+            closed: watch::Sender::new(false),
         };
         {
             let mut guard = backend.write.lock().await;
@@ -1591,9 +1594,14 @@ impl Backend for SqlBackend {
             return;
         }
         let url = self.url.clone();
+        let mut closed = self.closed.subscribe();
         tokio::spawn(async move {
             loop {
-                match sqlx::postgres::PgListener::connect(&url).await {
+                let connected = tokio::select! {
+                    c = sqlx::postgres::PgListener::connect(&url) => c,
+                    _ = closed.wait_for(|c| *c) => return,
+                };
+                match connected {
                     Ok(mut listener) => {
                         if listener.listen(CHANGES_CHANNEL).await.is_ok() {
                             // (Re)connected: anything may have happened meanwhile; watchers re-read.
@@ -1601,11 +1609,20 @@ impl Backend for SqlBackend {
                                 c.notification += 1;
                                 c.alert += 1;
                             });
-                            while listener.recv().await.is_ok() {
-                                changes.send_modify(|c| {
-                                    c.notification += 1;
-                                    c.alert += 1;
-                                });
+                            loop {
+                                tokio::select! {
+                                    received = listener.recv() => {
+                                        if let Err(e) = received {
+                                            tracing::warn!(error = %e, "change listener lost its PostgreSQL connection; reconnecting");
+                                            break;
+                                        }
+                                        changes.send_modify(|c| {
+                                            c.notification += 1;
+                                            c.alert += 1;
+                                        });
+                                    }
+                                    _ = closed.wait_for(|c| *c) => return,
+                                }
                             }
                         }
                     }
@@ -1616,12 +1633,16 @@ impl Backend for SqlBackend {
                 if changes.is_closed() {
                     return;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = closed.wait_for(|c| *c) => return,
+                }
             }
         });
     }
 
     async fn close(&self) {
+        self.closed.send_replace(true);
         if let Some(conn) = self.write.lock().await.take() {
             let _ = conn.close().await;
         }
@@ -2108,10 +2129,10 @@ impl Backend for SqlBackend {
         for chunk in signals.chunks(500) {
             let mut sql = format!("INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
-                let b = i * 10;
-                let ps: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
+                let b = i * 11;
+                let ps: Vec<String> = (1..=11).map(|k| format!("${}", b + k)).collect();
                 sql.push_str(&format!(
-                    "{}({}, NULL)",
+                    "{}({})",
                     if i > 0 { ", " } else { "" },
                     ps.join(", ")
                 ));
@@ -2128,7 +2149,8 @@ impl Backend for SqlBackend {
                     .bind(s.contact.email.clone())
                     .bind(micros(s.registered_at))
                     .bind(micros(s.refreshed_at))
-                    .bind(micros(s.expires_at));
+                    .bind(micros(s.expires_at))
+                    .bind(s.withdrawn_at.map(micros));
             }
             q.execute(&mut *tx).await?;
         }
