@@ -985,10 +985,12 @@ mod tests {
     fn mothers_own_consent_covers_only_her() {
         let mut m = family();
         let far = T0 + Duration::days(300);
-        // Registered on the mother: she is 41, so her declared birth date refuses a signal.
-        assert!(m
-            .register(Agency::Ggd, 0, Category::Health, "g", far)
-            .is_err());
+        // Registered on the mother (41): an adult's signal keeps the lifetime asked for.
+        assert_eq!(
+            m.register(Agency::Ggd, 0, Category::Health, "g", far)
+                .map(|r| r.expires),
+            Ok(far)
+        );
         let mut m = Model::new(T0);
         let ggd = m
             .register(Agency::Ggd, 0, Category::Health, "g", far)

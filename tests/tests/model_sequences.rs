@@ -1113,3 +1113,39 @@ fn regression_an_adults_signal_keeps_its_lifetime() {
         },
     ]);
 }
+
+/// A household match that formed and ended before the recipient had a basis: when the basis
+/// appears (here the safety basis on a poll), the MATCH and then its MATCH_ENDED are delivered, in
+/// order, in one pass. (Found by a generated run on PostgreSQL: the MATCH_ENDED was held back
+/// because its MATCH had not been delivered before that pass began.)
+#[test]
+fn regression_a_match_and_its_end_held_together_are_delivered_together() {
+    regression(vec![
+        Step::Register {
+            agency: Wij,
+            person: 1,
+            category: Parenting,
+            short: false,
+        },
+        Step::Declare {
+            household: 0,
+            members: vec![(1, false), (2, false)],
+        },
+        Step::Register {
+            agency: Jeugdhulp,
+            person: 2,
+            category: Parenting,
+            short: false,
+        },
+        Step::Declare {
+            household: 0,
+            members: vec![(0, false), (1, false)],
+        },
+        Step::Poll {
+            agency: Jeugdhulp,
+            purpose: ChildSafety,
+            justified: true,
+            from_zero: false,
+        },
+    ]);
+}

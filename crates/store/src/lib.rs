@@ -26,7 +26,7 @@ use signaalpoort_core::access_log::{RecordDraft, SignedCheckpoint};
 use signaalpoort_core::Oin;
 use tokio::sync::watch;
 
-pub use backend::Backend;
+pub use backend::{Backend, Reader};
 pub use model::*;
 
 /// Errors of the store. Every one of them fails the call (fail closed).
@@ -196,8 +196,8 @@ impl Store {
 
     /// The backend for reads. Reads never change state and need no access-log record of their own
     /// from the store's point of view; the server logs the call.
-    pub fn read(&self) -> &dyn Backend {
-        self.backend.as_ref()
+    pub fn read(&self) -> &dyn Reader {
+        self.backend.reader()
     }
 
     /// Signs and stores a checkpoint over the current chain head; returns it (or `None` when the

@@ -1517,136 +1517,12 @@ async fn end_by_expiry(conn: &mut AnyConnection, sig: &SignalRow) -> Result<(), 
 }
 
 #[async_trait]
-impl Backend for SqlBackend {
+impl Reader for SqlBackend {
     fn kind(&self) -> &'static str {
         match self.dialect {
             Dialect::Sqlite => "sqlite",
             Dialect::Postgres => "postgres",
         }
-    }
-
-    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError> {
-        let mut guard = self.write.lock().await;
-        // Requests whose own statements failed; the batch is applied again without them. Each
-        // attempt fails at most one more, so this ends.
-        let mut failed = BTreeMap::new();
-        loop {
-            let conn = match self.writer(&mut guard).await {
-                Ok(conn) => conn,
-                Err(e) => return Err(StoreError::Unavailable(describe_unavailable(&e))),
-            };
-            let begin = match self.dialect {
-                Dialect::Sqlite => "BEGIN IMMEDIATE",
-                Dialect::Postgres => "BEGIN",
-            };
-            if let Err(e) = conn.execute(begin).await {
-                // A broken connection is replaced on the next batch.
-                *guard = None;
-                return Err(StoreError::Unavailable(describe_unavailable(&e.into())));
-            }
-            let attempt = self.apply_batch(conn, batch, &failed).await;
-            let error = match attempt {
-                Ok((committed, _)) => match conn.execute("COMMIT").await {
-                    Ok(_) => return Ok(committed),
-                    Err(e) => {
-                        let e = StoreError::from(e);
-                        // SQLite keeps the transaction open when COMMIT fails for want of space
-                        // (or a lock): rolled back, nothing happened, and the writer goes on.
-                        if self.dialect == Dialect::Sqlite && cannot_write_now(&e) {
-                            if conn.execute("ROLLBACK").await.is_err() {
-                                *guard = None;
-                            }
-                            return Err(StoreError::Unavailable(describe_unavailable(&e)));
-                        }
-                        // Otherwise nobody knows whether it committed.
-                        *guard = None;
-                        let StoreError::Database(e) = e else {
-                            return Err(e);
-                        };
-                        return Err(StoreError::CommitFailed(e));
-                    }
-                },
-                Err(error) => error,
-            };
-            if conn.execute("ROLLBACK").await.is_err() {
-                *guard = None;
-            }
-            match error {
-                BatchError::Request { index, error } if !cannot_write_now(&error) => {
-                    tracing::error!(error = %error, request = index, "a request's statement failed; applying its batch without it");
-                    failed.insert(index, error.to_string());
-                }
-                BatchError::Request { error, .. } | BatchError::Batch(error) => {
-                    if cannot_write_now(&error) {
-                        if matches!(error, StoreError::Database(sqlx::Error::Io(_))) {
-                            *guard = None;
-                        }
-                        return Err(StoreError::Unavailable(describe_unavailable(&error)));
-                    }
-                    return Err(error);
-                }
-            }
-        }
-    }
-
-    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>) {
-        if self.dialect != Dialect::Postgres {
-            return;
-        }
-        let url = self.url.clone();
-        let mut closed = self.closed.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let connected = tokio::select! {
-                    c = sqlx::postgres::PgListener::connect(&url) => c,
-                    _ = closed.wait_for(|c| *c) => return,
-                };
-                match connected {
-                    Ok(mut listener) => {
-                        if listener.listen(CHANGES_CHANNEL).await.is_ok() {
-                            // (Re)connected: anything may have happened meanwhile; watchers re-read.
-                            changes.send_modify(|c| {
-                                c.notification += 1;
-                                c.alert += 1;
-                            });
-                            loop {
-                                tokio::select! {
-                                    received = listener.recv() => {
-                                        if let Err(e) = received {
-                                            tracing::warn!(error = %e, "change listener lost its PostgreSQL connection; reconnecting");
-                                            break;
-                                        }
-                                        changes.send_modify(|c| {
-                                            c.notification += 1;
-                                            c.alert += 1;
-                                        });
-                                    }
-                                    _ = closed.wait_for(|c| *c) => return,
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change listener cannot connect; retrying")
-                    }
-                }
-                if changes.is_closed() {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = closed.wait_for(|c| *c) => return,
-                }
-            }
-        });
-    }
-
-    async fn close(&self) {
-        self.closed.send_replace(true);
-        if let Some(conn) = self.write.lock().await.take() {
-            let _ = conn.close().await;
-        }
-        self.read.close().await;
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -2037,17 +1913,6 @@ impl Backend for SqlBackend {
         rows.iter().map(record_row).collect()
     }
 
-    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
-        // Two replicas may sign the same head; the first one stays.
-        sqlx::query("INSERT INTO checkpoints (tree_size, note, signature) VALUES ($1, $2, $3) ON CONFLICT (tree_size) DO NOTHING")
-            .bind(checkpoint.body.tree_size as i64)
-            .bind(checkpoint.body.note())
-            .bind(checkpoint.signature.clone())
-            .execute(&self.read)
-            .await?;
-        Ok(())
-    }
-
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError> {
         let rows =
             sqlx::query("SELECT note, signature FROM checkpoints ORDER BY tree_size DESC LIMIT $1")
@@ -2066,6 +1931,148 @@ impl Backend for SqlBackend {
                 })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl Backend for SqlBackend {
+    fn reader(&self) -> &dyn Reader {
+        self
+    }
+
+    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError> {
+        let mut guard = self.write.lock().await;
+        // Requests whose own statements failed; the batch is applied again without them. Each
+        // attempt fails at most one more, so this ends.
+        let mut failed = BTreeMap::new();
+        loop {
+            let conn = match self.writer(&mut guard).await {
+                Ok(conn) => conn,
+                Err(e) => return Err(StoreError::Unavailable(describe_unavailable(&e))),
+            };
+            let begin = match self.dialect {
+                Dialect::Sqlite => "BEGIN IMMEDIATE",
+                Dialect::Postgres => "BEGIN",
+            };
+            if let Err(e) = conn.execute(begin).await {
+                // A broken connection is replaced on the next batch.
+                *guard = None;
+                return Err(StoreError::Unavailable(describe_unavailable(&e.into())));
+            }
+            let attempt = self.apply_batch(conn, batch, &failed).await;
+            let error = match attempt {
+                Ok((committed, _)) => match conn.execute("COMMIT").await {
+                    Ok(_) => return Ok(committed),
+                    Err(e) => {
+                        let e = StoreError::from(e);
+                        // SQLite keeps the transaction open when COMMIT fails for want of space
+                        // (or a lock): rolled back, nothing happened, and the writer goes on.
+                        if self.dialect == Dialect::Sqlite && cannot_write_now(&e) {
+                            if conn.execute("ROLLBACK").await.is_err() {
+                                *guard = None;
+                            }
+                            return Err(StoreError::Unavailable(describe_unavailable(&e)));
+                        }
+                        // Otherwise nobody knows whether it committed.
+                        *guard = None;
+                        let StoreError::Database(e) = e else {
+                            return Err(e);
+                        };
+                        return Err(StoreError::CommitFailed(e));
+                    }
+                },
+                Err(error) => error,
+            };
+            if conn.execute("ROLLBACK").await.is_err() {
+                *guard = None;
+            }
+            match error {
+                BatchError::Request { index, error } if !cannot_write_now(&error) => {
+                    tracing::error!(error = %error, request = index, "a request's statement failed; applying its batch without it");
+                    failed.insert(index, error.to_string());
+                }
+                BatchError::Request { error, .. } | BatchError::Batch(error) => {
+                    if cannot_write_now(&error) {
+                        if matches!(error, StoreError::Database(sqlx::Error::Io(_))) {
+                            *guard = None;
+                        }
+                        return Err(StoreError::Unavailable(describe_unavailable(&error)));
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>) {
+        if self.dialect != Dialect::Postgres {
+            return;
+        }
+        let url = self.url.clone();
+        let mut closed = self.closed.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let connected = tokio::select! {
+                    c = sqlx::postgres::PgListener::connect(&url) => c,
+                    _ = closed.wait_for(|c| *c) => return,
+                };
+                match connected {
+                    Ok(mut listener) => {
+                        if listener.listen(CHANGES_CHANNEL).await.is_ok() {
+                            // (Re)connected: anything may have happened meanwhile; watchers re-read.
+                            changes.send_modify(|c| {
+                                c.notification += 1;
+                                c.alert += 1;
+                            });
+                            loop {
+                                tokio::select! {
+                                    received = listener.recv() => {
+                                        if let Err(e) = received {
+                                            tracing::warn!(error = %e, "change listener lost its PostgreSQL connection; reconnecting");
+                                            break;
+                                        }
+                                        changes.send_modify(|c| {
+                                            c.notification += 1;
+                                            c.alert += 1;
+                                        });
+                                    }
+                                    _ = closed.wait_for(|c| *c) => return,
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener cannot connect; retrying")
+                    }
+                }
+                if changes.is_closed() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = closed.wait_for(|c| *c) => return,
+                }
+            }
+        });
+    }
+
+    async fn close(&self) {
+        self.closed.send_replace(true);
+        if let Some(conn) = self.write.lock().await.take() {
+            let _ = conn.close().await;
+        }
+        self.read.close().await;
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        // Two replicas may sign the same head; the first one stays.
+        sqlx::query("INSERT INTO checkpoints (tree_size, note, signature) VALUES ($1, $2, $3) ON CONFLICT (tree_size) DO NOTHING")
+            .bind(checkpoint.body.tree_size as i64)
+            .bind(checkpoint.body.note())
+            .bind(checkpoint.signature.clone())
+            .execute(&self.read)
+            .await?;
+        Ok(())
     }
 
     async fn bulk_load(
