@@ -354,3 +354,62 @@ async fn a_read_only_data_directory_is_named_with_its_cause() {
     );
     assert!(!stderr.contains("timed out"), "{stderr}");
 }
+
+/// PostgreSQL drops every connection of the gateway (a failover, an administrator): the call that
+/// meets the dead connection is answered UNAVAILABLE with "retry later" — not as corruption — and the
+/// gateway carries on by itself with fresh connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_postgres_connection_is_unavailable_once_and_then_recovers() {
+    if !postgres_available().await {
+        return;
+    }
+    let env = Env::new(Backend::Postgres).await;
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let gw = env.start(&clock).await;
+    let admin = gw.running.admin_addr.expect("admin listener");
+    let mut wij = gw.client(WIJ).await;
+    register(&mut wij, &bsn(950), pb::Category::Parenting).await;
+    let database = env
+        .database_url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_owned();
+    run_sql(
+        &env.database_url,
+        &[&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )],
+    )
+    .await;
+    let mut refused = 0;
+    let mut registered = false;
+    for i in 0..3u32 {
+        match wij
+            .signals
+            .register_signal(signal_request(&bsn(951 + i), "WIJ Oost"))
+            .await
+        {
+            Ok(_) => {
+                registered = true;
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(status.message().contains("retry later"), "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        registered,
+        "the gateway did not recover ({refused} refusals)"
+    );
+    assert!(refused <= 2, "{refused} refusals");
+    assert_eq!(http_get(admin, "/livez").await.0, 200);
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    gw.stop().await;
+    let report = verify_stored_chain(&env.database_url, &env.data()).await;
+    assert!(report.is_ok(), "{:?}", report.first_problem);
+}

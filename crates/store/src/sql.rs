@@ -161,6 +161,14 @@ fn describe_unavailable(e: &StoreError) -> String {
     if let StoreError::Database(sqlx::Error::Io(io)) = e {
         return format!("the database connection was lost: {io}");
     }
+    if let StoreError::Database(sqlx::Error::Database(db)) = e {
+        if db
+            .code()
+            .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
+        {
+            return format!("the database connection was lost: {db}");
+        }
+    }
     e.to_string()
 }
 
@@ -1993,9 +2001,10 @@ impl Backend for SqlBackend {
                 }
                 BatchError::Request { error, .. } | BatchError::Batch(error) => {
                     if cannot_write_now(&error) {
-                        if matches!(error, StoreError::Database(sqlx::Error::Io(_))) {
-                            *guard = None;
-                        }
+                        // The connection may be dead (terminated, reset): the next batch opens
+                        // a fresh one.
+                        *guard = None;
+                        tracing::warn!(error = %error, "the database cannot take writes now; the batch was rolled back");
                         return Err(StoreError::Unavailable(describe_unavailable(&error)));
                     }
                     return Err(error);
