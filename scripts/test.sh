@@ -39,5 +39,7 @@ else
     echo "  SIGNAALPOORT_TEST_DATABASE_URL=postgres://USER@HOST:5432/postgres, then run scripts/test.sh again."
 fi
 
-cargo build --locked -p signaalpoort
+# Every target with the test run's feature set (a no-op after it; `-p signaalpoort` alone would
+# rebuild a hundred crates with other features).
+cargo build --locked --workspace --all-targets
 scripts/python-example.sh target/debug/signaalpoort
