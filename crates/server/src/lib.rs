@@ -178,10 +178,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         addr: listen,
         source,
     })?;
-    let incoming = signaalpoort_tls::tls_incoming(
+    let refusals = gw.metrics.clone();
+    let incoming = signaalpoort_tls::tls_incoming_observed(
         listener,
         tls.clone(),
         Duration::from_secs(gw.config.server.handshake_timeout_secs),
+        Arc::new(move |refusal| refusals.handshake_refused(refusal)),
     );
 
     let max = limits.max_message_bytes;

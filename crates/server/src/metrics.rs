@@ -41,6 +41,7 @@ pub struct Metrics {
     log_append_latency: Histogram,
     watch_streams: Gauge,
     cert_expiry: Family<CertLabel, Gauge>,
+    handshake_refusals: Family<ReasonLabel, Counter>,
     last_checkpoint_unix: AtomicI64,
     checkpoint_age: Gauge,
 }
@@ -70,6 +71,18 @@ impl Metrics {
         let watch_streams = Gauge::default();
         let cert_expiry = Family::<CertLabel, Gauge>::default();
         let checkpoint_age = Gauge::default();
+        let handshake_refusals = Family::<ReasonLabel, Counter>::default();
+        // Every reason from the start, so an alert can compare against zero.
+        for r in signaalpoort_tls::HandshakeRefusal::ALL {
+            let _ = handshake_refusals.get_or_create(&ReasonLabel {
+                reason: r.reason().to_owned(),
+            });
+        }
+        registry.register(
+            "tls_handshake_refusals",
+            "TLS handshakes refused, by reason (certificate problem, protocol version, cipher suites, timeout)",
+            handshake_refusals.clone(),
+        );
         registry.register(
             "grpc_calls",
             "gRPC calls by method and status code",
@@ -119,6 +132,7 @@ impl Metrics {
             log_append_latency,
             watch_streams,
             cert_expiry,
+            handshake_refusals,
             last_checkpoint_unix: AtomicI64::new(0),
             checkpoint_age,
         }
@@ -142,6 +156,14 @@ impl Metrics {
         self.decisions
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn handshake_refused(&self, refusal: signaalpoort_tls::HandshakeRefusal) {
+        self.handshake_refusals
+            .get_or_create(&ReasonLabel {
+                reason: refusal.reason().to_owned(),
             })
             .inc();
     }
