@@ -44,6 +44,7 @@ pub struct Metrics {
     handshake_refusals: Family<ReasonLabel, Counter>,
     last_checkpoint_unix: AtomicI64,
     checkpoint_age: Gauge,
+    tasks: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,6 +72,12 @@ impl Metrics {
         let watch_streams = Gauge::default();
         let cert_expiry = Family::<CertLabel, Gauge>::default();
         let checkpoint_age = Gauge::default();
+        let tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks_alive",
+            "Tokio tasks alive in the gateway's runtime (calls, streams, connections, jobs)",
+            tasks.clone(),
+        );
         let handshake_refusals = Family::<ReasonLabel, Counter>::default();
         // Every reason from the start, so an alert can compare against zero.
         for r in signaalpoort_tls::HandshakeRefusal::ALL {
@@ -135,6 +142,7 @@ impl Metrics {
             handshake_refusals,
             last_checkpoint_unix: AtomicI64::new(0),
             checkpoint_age,
+            tasks,
         }
     }
 
@@ -198,6 +206,10 @@ impl Metrics {
         let last = self.last_checkpoint_unix.load(Ordering::Relaxed);
         self.checkpoint_age
             .set(if last == 0 { -1 } else { now_unix - last });
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            self.tasks
+                .set(i64::try_from(handle.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
