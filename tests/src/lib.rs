@@ -111,8 +111,22 @@ impl Env {
     }
 
     pub async fn start_with(&self, clock: &ManualClock, extra: &str) -> Gateway {
-        let config =
-            signaalpoort_server::Config::load(&self.write_config(extra)).expect("config loads");
+        self.start_with_server(clock, "", extra).await
+    }
+
+    /// Starts with `server` lines added to the `[server]` section and `extra` appended.
+    pub async fn start_with_server(
+        &self,
+        clock: &ManualClock,
+        server: &str,
+        extra: &str,
+    ) -> Gateway {
+        let path = self.write_config(extra);
+        let text = std::fs::read_to_string(&path)
+            .expect("read config")
+            .replacen("[server]\n", &format!("[server]\n{server}\n"), 1);
+        std::fs::write(&path, text).expect("write config");
+        let config = signaalpoort_server::Config::load(&path).expect("config loads");
         let running = signaalpoort_server::start(config, Arc::new(clock.clone()))
             .await
             .expect("gateway starts");

@@ -479,12 +479,13 @@ impl Model {
     ) -> Result<Registered, Failure> {
         let now = self.now();
         let mut expires = requested;
+        // A young person's signal ends by their 23rd birthday (the end of youth care); an adult's
+        // (a parent's) keeps the lifetime asked for.
         if let Some(born) = self.birth(p) {
             let end = birthday(born, 23).midnight().assume_utc();
-            if end <= now {
-                return Err(Failure::invalid("expires_at"));
+            if end > now {
+                expires = expires.min(end);
             }
-            expires = expires.min(end);
         }
         let open = self.signals.iter().position(|s| {
             s.agency == a && s.person == p && s.category == category && s.ended.is_none()
@@ -984,10 +985,12 @@ mod tests {
     fn mothers_own_consent_covers_only_her() {
         let mut m = family();
         let far = T0 + Duration::days(300);
-        // Registered on the mother: she is 41, so her declared birth date refuses a signal.
-        assert!(m
-            .register(Agency::Ggd, 0, Category::Health, "g", far)
-            .is_err());
+        // Registered on the mother (41): an adult's signal keeps the lifetime asked for.
+        assert_eq!(
+            m.register(Agency::Ggd, 0, Category::Health, "g", far)
+                .map(|r| r.expires),
+            Ok(far)
+        );
         let mut m = Model::new(T0);
         let ggd = m
             .register(Agency::Ggd, 0, Category::Health, "g", far)

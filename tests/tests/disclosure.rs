@@ -36,6 +36,7 @@ both_backends!(
     coordination_naming_an_agency_outside_the_basis_answers_as_for_an_unknown_one,
     coordination_consenting_family_gets_a_coordinator_despite_agencies_outside_the_consent,
     coordination_history_and_chronicity_count_only_what_the_basis_covers,
+    safety_basis_holds_per_person_when_a_consent_covers_only_the_callers_own,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1379,4 +1380,102 @@ async fn coordination_history_and_chronicity_count_only_what_the_basis_covers(ba
         "{vt:?}"
     );
     c.w.gw.stop().await;
+}
+
+// ---------------------------------------------------------------- safety basis per person
+
+/// Veilig Thuis asks on the safety basis, with a justification, about a mother whose own consent
+/// (herself only) names Veilig Thuis and GGD for child safety. The consent is the basis for the
+/// mother's GGD involvement; the child's youth-care involvement, which no consent covers, is shown on
+/// the safety basis the call invoked — the call is flagged for review and its justification kept.
+/// Without the justification the child's involvement stays hidden.
+async fn safety_basis_holds_per_person_when_a_consent_covers_only_the_callers_own(
+    backend: Backend,
+) {
+    let w = world(backend, "").await;
+    let (mother, child) = (bsn(1291), bsn(1292));
+    let mut vt = w.gw.client(VEILIG_THUIS).await;
+    let mut ggd = w.gw.client(GGD).await;
+    let mut accare = w.gw.client(JEUGDHULP).await;
+    let vt_mother = w
+        .signal(&mut vt, &mother, pb::Category::Safety, "VT moeder")
+        .await;
+    w.signal(&mut ggd, &mother, pb::Category::Health, "JGZ moeder")
+        .await;
+    w.signal(&mut accare, &child, pb::Category::YouthCare, "Accare kind")
+        .await;
+    w.declare(
+        "hh-1291",
+        &[(&mother, w.born(38, 0)), (&child, w.born(6, 0))],
+    )
+    .await;
+    let consent_id = w
+        .consent(
+            &mut vt,
+            &mother,
+            false,
+            &[SUBJECT],
+            &[SAFETY],
+            &[pb::Role::VeiligThuis, pb::Role::Ggd],
+        )
+        .await;
+
+    let ask = |justification: &str| pb::QueryInvolvementRequest {
+        signal_id: vt_mother.clone(),
+        purpose: SAFETY as i32,
+        safety_justification: justification.to_owned(),
+    };
+    let answer = vt
+        .signals
+        .query_involvement(ask(JUSTIFICATION))
+        .await
+        .expect("justified query")
+        .into_inner();
+    let mut seen: Vec<(String, i32, String)> = answer
+        .involvements
+        .iter()
+        .map(|i| {
+            (
+                i.contact.clone().unwrap_or_default().team,
+                i.basis,
+                i.consent_id.clone(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "Accare kind".to_owned(),
+                pb::Basis::Safety as i32,
+                String::new()
+            ),
+            (
+                "JGZ moeder".to_owned(),
+                pb::Basis::Consent as i32,
+                consent_id.clone()
+            ),
+        ]
+    );
+    let record = last(&w.gw).await;
+    assert!(record.flagged_for_review, "{record:?}");
+    assert_eq!(record.justification, JUSTIFICATION);
+
+    // Without a justification only the consent holds, and it covers the mother alone.
+    let answer = vt
+        .signals
+        .query_involvement(ask(""))
+        .await
+        .expect("consent query")
+        .into_inner();
+    let teams: Vec<String> = answer
+        .involvements
+        .iter()
+        .map(|i| i.contact.clone().unwrap_or_default().team)
+        .collect();
+    assert_eq!(teams, ["JGZ moeder"]);
+    let record = last(&w.gw).await;
+    assert!(!record.flagged_for_review, "{record:?}");
+    w.gw.stop().await;
 }

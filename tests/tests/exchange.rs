@@ -691,6 +691,74 @@ async fn health_and_reflection_are_served(backend: Backend) {
         resp.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // Every service answers for itself, as standard probes and load balancers ask.
+    for service in signaalpoort_server::SERVICES {
+        let resp = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service}: {e:?}"))
+            .into_inner();
+        assert_eq!(
+            resp.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    assert_eq!(signaalpoort_server::SERVICES.len(), 6);
+
+    // Reflection answers both versions (grpcurl before 1.9 and stock clients ask v1alpha).
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(wij.channel.clone());
+    let mut answers = alpha
+        .server_reflection_info(tokio_stream::iter(vec![v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        }]))
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
+    let listed = match answers
+        .message()
+        .await
+        .expect("answer")
+        .and_then(|a| a.message_response)
+    {
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+        other => panic!("unexpected v1alpha answer: {other:?}"),
+    };
+    for service in signaalpoort_server::SERVICES {
+        assert!(
+            listed.iter().any(|l| l == service),
+            "{service} in {listed:?}"
+        );
+    }
+    let mut v1client =
+        v1::server_reflection_client::ServerReflectionClient::new(wij.channel.clone());
+    let mut answers = v1client
+        .server_reflection_info(tokio_stream::iter(vec![v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        }]))
+        .await
+        .expect("v1 reflection")
+        .into_inner();
+    assert!(matches!(
+        answers
+            .message()
+            .await
+            .expect("answer")
+            .and_then(|a| a.message_response),
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(_))
+    ));
     gw.stop().await;
 }
 

@@ -62,10 +62,10 @@ impl Disclosure {
 }
 
 /// The one disclosure rule: that `other` is involved with `person` reaches `viewer` only on a basis
-/// for that person — the safety permit, or a consent in scope for the person (`consents`: about the
-/// person, or household consents about a housemate) that covers the person today under the age
-/// rules and names the viewer, the other agency and the permit's purpose. Returns the basis and the
-/// consent id.
+/// for that person — a consent in scope for the person (`consents`: about the person, or household
+/// consents about a housemate) that covers the person today under the age rules and names the
+/// viewer, the other agency and the permit's purpose; failing that, the safety basis when the call
+/// invoked it with a justification. Returns the basis and the consent id.
 pub fn basis_for(
     permit: &Permit,
     viewer: &Agency,
@@ -78,7 +78,8 @@ pub fn basis_for(
     match permit.basis() {
         Basis::Safety => Some((Basis::Safety, None)),
         Basis::Consent => consent_covering(consents, person, viewer, Some(other), purpose, now)
-            .map(|c| (Basis::Consent, Some(c.id.clone()))),
+            .map(|c| (Basis::Consent, Some(c.id.clone())))
+            .or_else(|| permit.safety_holds().then_some((Basis::Safety, None))),
         Basis::RoleRule => None,
     }
 }

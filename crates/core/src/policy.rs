@@ -340,6 +340,9 @@ pub struct Permit {
     rule: &'static str,
     purpose: Option<Purpose>,
     consent_id: Option<String>,
+    /// The caller gave a safety justification on a row that allows the safety basis: it then holds
+    /// for every person the call touches, whether or not a consent also covers the caller's own.
+    safety: bool,
 }
 
 impl Permit {
@@ -355,9 +358,16 @@ impl Permit {
     pub fn consent_id(&self) -> Option<&str> {
         self.consent_id.as_deref()
     }
-    /// Safety-basis permits are flagged for after-the-fact review and alerted.
+    /// Whether the safety basis holds for this call (invoked with a justification). A consent on
+    /// the caller's own person may still be the call's basis; persons it does not cover are then
+    /// disclosed on the safety basis.
+    pub fn safety_holds(&self) -> bool {
+        self.safety
+    }
+    /// Calls on which the safety basis holds are flagged for after-the-fact review and alerted:
+    /// whoever invokes it answers for it, whatever a consent also covered.
     pub fn flagged_for_review(&self) -> bool {
-        self.basis == Basis::Safety
+        self.safety
     }
 }
 
@@ -383,12 +393,14 @@ pub fn decide(req: &PolicyRequest<'_>) -> Decision {
         Ok(row) => row,
         Err(reason) => return Decision::Deny(reason),
     };
+    let safety = row.needs == Needs::ConsentOrSafetyBasis && req.justification.is_some();
     let allow = |basis, consent_id| {
         Decision::Allow(Permit {
             basis,
             rule: row.name,
             purpose: req.purpose,
             consent_id,
+            safety: basis == Basis::Safety || safety,
         })
     };
     match row.needs {

@@ -185,7 +185,16 @@ fn disclosure_needs_involvement_and_a_valid_consent_or_an_open_safety_basis() {
                     "{role:?} {action:?} consent basis with {consent:?}"
                 );
                 assert_eq!(permit.consent_id(), Some("c-1"));
-                assert!(!permit.flagged_for_review());
+                // A justified call on a row that allows the safety basis holds it too (for the
+                // persons the consent does not cover), and is flagged for review like any other.
+                assert_eq!(permit.flagged_for_review(), permit.safety_holds());
+                if permit.safety_holds() {
+                    assert!(
+                        justified,
+                        "{role:?} {action:?} safety without justification"
+                    );
+                    assert_eq!(purpose, Some(Purpose::ChildSafety));
+                }
             }
             Basis::Safety => {
                 assert!(
@@ -601,7 +610,7 @@ proptest! {
                             && c.roles.contains(&viewer.role)
                             && c.roles.contains(&other.agency.role)
                     });
-                    let by_safety = permit.basis() == Basis::Safety && justified && purpose == Purpose::ChildSafety;
+                    let by_safety = permit.safety_holds() && justified && purpose == Purpose::ChildSafety;
                     prop_assert!(by_consent || by_safety, "disclosed without basis: {permit:?} at {now} with {consents:?}");
                     prop_assert!(now >= start);
                 }

@@ -43,8 +43,17 @@ async fn respond(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body, content_type) = match req.uri().path() {
-        // Liveness checks nothing external: a database outage must not restart every replica.
-        "/livez" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        // Liveness checks nothing external — a database outage must not restart every replica —
+        // except the one state only a restart leaves: a COMMIT whose outcome is unknown.
+        "/livez" => match gw.store.is_writable() {
+            true => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+            false => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not live: the access-log writer stopped after a failed commit; restart the process\n"
+                    .to_owned(),
+                "text/plain",
+            ),
+        },
         "/readyz" => match readiness(&gw).await {
             Ok(()) => (StatusCode::OK, "ready\n".to_owned(), "text/plain"),
             Err(why) => (

@@ -9,7 +9,7 @@ use signaalpoort_core::consent::{ConsentRecord, Person};
 use signaalpoort_core::involvement::basis_for;
 use signaalpoort_core::policy::Permit;
 use signaalpoort_core::{Agency, Basis, SubjectPseudonym};
-use signaalpoort_store::{Backend, StoreError};
+use signaalpoort_store::{Reader, StoreError};
 use time::OffsetDateTime;
 
 /// What the rules know about one person: the birth date from the declarations and the consents in
@@ -22,7 +22,7 @@ pub struct PersonFacts {
 
 impl PersonFacts {
     pub async fn read(
-        store: &dyn Backend,
+        store: &dyn Reader,
         subject: &SubjectPseudonym,
     ) -> Result<PersonFacts, StoreError> {
         Ok(PersonFacts {
@@ -37,12 +37,12 @@ impl PersonFacts {
 
 /// Facts read once per person for one call (a household has at most 20 members).
 pub struct Facts<'a> {
-    store: &'a dyn Backend,
+    store: &'a dyn Reader,
     cache: HashMap<SubjectPseudonym, PersonFacts>,
 }
 
 impl<'a> Facts<'a> {
-    pub fn new(store: &'a dyn Backend) -> Facts<'a> {
+    pub fn new(store: &'a dyn Reader) -> Facts<'a> {
         Facts {
             store,
             cache: HashMap::new(),

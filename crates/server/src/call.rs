@@ -10,7 +10,7 @@ use signaalpoort_core::access_log::{DecisionCode, RecordDraft};
 use signaalpoort_core::consent::ConsentState;
 use signaalpoort_core::policy::{self, Action, Decision, Permit, PolicyRequest};
 use signaalpoort_core::{
-    ActorId, Agency, Basis, Justification, Oin, Purpose, RequestId, SubjectPseudonym,
+    ActorId, Agency, Justification, Oin, Purpose, RequestId, SubjectPseudonym,
 };
 use signaalpoort_store::{AlertDraft, Effect, Idempotency, Mutation, WriteRequest};
 use signaalpoort_tls::TlsConnectInfo;
@@ -190,7 +190,7 @@ impl Call {
                     d.reason = permit.rule().to_owned();
                     d.decision = DecisionCode::Allow;
                     d.flagged_for_review = permit.flagged_for_review();
-                    if permit.basis() == Basis::Safety {
+                    if permit.safety_holds() {
                         d.justification = justification
                             .map(|j| j.as_str().to_owned())
                             .unwrap_or_default();

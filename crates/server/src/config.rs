@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// SQLite: `/readyz` fails when the database's file system has less free space than this, so
+    /// traffic moves away before writes fail for want of space.
+    #[serde(default = "defaults::min_free_disk_mib")]
+    pub min_free_disk_mib: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +141,9 @@ mod defaults {
     }
     pub fn shutdown_grace_secs() -> u64 {
         20
+    }
+    pub fn min_free_disk_mib() -> u64 {
+        64
     }
 }
 

@@ -28,6 +28,9 @@ pub enum ApiError {
     Store(StoreError),
     /// A bug: an invariant of the gateway itself did not hold.
     Internal(String),
+    /// A statement of this call failed in the database; the call changed nothing (its record says
+    /// so) and the other calls of its batch were carried out.
+    NotStored,
     /// The request id was used before for another RPC or other content (AIP-155).
     RequestIdReused,
     /// The agency named to coordinate is not one the caller's basis covers.
@@ -66,7 +69,7 @@ impl ApiError {
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
             ApiError::Store(_) => Code::Unavailable,
-            ApiError::Internal(_) => Code::Internal,
+            ApiError::Internal(_) | ApiError::NotStored => Code::Internal,
             ApiError::RequestIdReused => Code::InvalidArgument,
             ApiError::CoordinatorNotEligible => Code::FailedPrecondition,
             ApiError::ResponseTooLarge { .. } => Code::ResourceExhausted,
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED".into(),
             ApiError::Store(_) => "STORE_UNAVAILABLE".into(),
             ApiError::Internal(_) => "INTERNAL".into(),
+            ApiError::NotStored => "STORE_STATEMENT_FAILED".into(),
             ApiError::RequestIdReused => "REQUEST_ID_REUSED".into(),
             ApiError::CoordinatorNotEligible => "COORDINATOR_NOT_ELIGIBLE".into(),
             ApiError::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE".into(),
@@ -128,6 +132,15 @@ impl ApiError {
                 tracing::error!(detail = %m, "internal error");
                 Status::internal("internal error")
             }
+            ApiError::NotStored => Status::with_error_details(
+                Code::Internal,
+                "the change could not be stored; nothing was changed (the call is in the access log)",
+                ErrorDetails::with_error_info(
+                    "STORE_STATEMENT_FAILED",
+                    ERROR_DOMAIN,
+                    HashMap::new(),
+                ),
+            ),
             ApiError::RequestIdReused => {
                 let message =
                     "request_id: was used before for another RPC or other request content";
@@ -179,9 +192,22 @@ impl ApiError {
             }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure; call failed closed");
-                Status::unavailable(
-                    "the access log could not be written; the call was not carried out",
-                )
+                let message = match &e {
+                    StoreError::Unavailable(_) => "the database cannot take writes right now; the call was not carried out and changed nothing — retry later",
+                    StoreError::WriterPoisoned => "the gateway stopped writing after a failed commit and is restarting; retry later",
+                    _ => "the access log could not be written; the call was not carried out",
+                };
+                // The cause stays in the gateway's log; the caller learns only the kind.
+                let kind = match &e {
+                    StoreError::Unavailable(_) => "cannot_write_now",
+                    StoreError::WriterPoisoned => "writer_stopped",
+                    _ => "log_write_failed",
+                };
+                let mut metadata = HashMap::new();
+                metadata.insert("store".to_owned(), kind.to_owned());
+                let details =
+                    ErrorDetails::with_error_info("STORE_UNAVAILABLE", ERROR_DOMAIN, metadata);
+                Status::with_error_details(Code::Unavailable, message, details)
             }
         }
     }
@@ -195,6 +221,10 @@ impl From<Rejection> for ApiError {
             Rejection::PermissionDenied(reason) => ApiError::denied(reason),
             Rejection::RequestIdReused => ApiError::RequestIdReused,
             Rejection::CoordinatorNotEligible => ApiError::CoordinatorNotEligible,
+            Rejection::StatementFailed(m) => {
+                tracing::error!(error = %m, "a statement failed; this call changed nothing");
+                ApiError::NotStored
+            }
         }
     }
 }

@@ -76,12 +76,7 @@ impl RunningGateway {
     /// stop accepting, let in-flight calls finish within the grace period, write a final checkpoint.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
-        self.health
-            .set_not_serving::<SignalServiceServer<services::signals::Signals>>()
-            .await;
-        self.health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        set_health(&self.health, tonic_health::ServingStatus::NotServing).await;
         let _ = self.shutdown_tx.send(true);
         let grace = Duration::from_secs(self.gateway.config.server.shutdown_grace_secs);
         match tokio::time::timeout(grace, self.server).await {
@@ -120,7 +115,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         keys::load_or_create_pseudonym_key(&keys::pseudonym_key_path(&config.server.data_dir))?;
     let signer =
         keys::load_or_create_checkpoint_key(&keys::checkpoint_key_path(&config.server.data_dir))?;
-    let store = Store::open(&config.database_url(), StoreOptions::default()).await?;
+    let store = Store::open(
+        &config.database_url(),
+        StoreOptions {
+            min_free_bytes: config.server.min_free_disk_mib.saturating_mul(1024 * 1024),
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
 
     let tls_files = TlsFiles {
         cert_chain: config.tls.cert.clone(),
@@ -158,14 +160,18 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<SignalServiceServer<services::signals::Signals>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(signaalpoort_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Tls(signaalpoort_tls::TlsError::Config(e.to_string())))?;
+    set_health(&health, tonic_health::ServingStatus::Serving).await;
+    // Both reflection versions: grpcurl before 1.9 and many stock clients ask v1alpha only.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(signaalpoort_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| {
+        StartError::Tls(signaalpoort_tls::TlsError::Config(e.to_string()))
+    };
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+    let reflection = reflection().build_v1().map_err(reflection_error)?;
 
     let listen = gw.config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -202,6 +208,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         .layer(edge::EdgeLayer::new(gw.clone()))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(limited!(
             SignalServiceServer<_>,
             services::signals::Signals(gw.clone())
@@ -516,6 +523,28 @@ pub fn system_record(now: time::OffsetDateTime, action: &str, reason: &str) -> R
     }
 }
 
+/// The services grpc.health.v1 answers for, besides the whole server ("").
+pub const SERVICES: [&str; 6] = [
+    <SignalServiceServer<services::signals::Signals> as tonic::server::NamedService>::NAME,
+    <HouseholdServiceServer<services::households::Households> as tonic::server::NamedService>::NAME,
+    <NotificationServiceServer<services::notifications::Notifications> as tonic::server::NamedService>::NAME,
+    <ConsentServiceServer<services::consent::Consents> as tonic::server::NamedService>::NAME,
+    <AuditServiceServer<services::audit::Audit> as tonic::server::NamedService>::NAME,
+    <CoordinationServiceServer<services::coordination::Coordination> as tonic::server::NamedService>::NAME,
+];
+
+/// Sets the whole server and every service to one status: they share the database and the log,
+/// so none can serve while the others cannot.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    health.set_service_status("", status).await;
+    for name in SERVICES {
+        health.set_service_status(name, status).await;
+    }
+}
+
 /// grpc.health.v1 follows the database: NOT_SERVING while it cannot be reached.
 fn spawn_health_watch(
     gw: Arc<Gateway>,
@@ -534,10 +563,7 @@ fn spawn_health_watch(
                 } else {
                     tonic_health::ServingStatus::NotServing
                 };
-                health.set_service_status("", status).await;
-                health
-                    .set_service_status("signaalpoort.v1.SignalService", status)
-                    .await;
+                set_health(&health, status).await;
                 tracing::warn!(serving = ok, "health status changed");
             }
         }

@@ -1,4 +1,5 @@
-//! The one interface both databases implement. The server sees only this.
+//! The interfaces both databases implement: [`Reader`] for queries, [`Backend`] for the writes the
+//! store itself performs. The server sees only the store and its read handle.
 
 use async_trait::async_trait;
 use signaalpoort_core::access_log::{AccessRecord, SignedCheckpoint};
@@ -12,24 +13,13 @@ use crate::{
     MatchRow, NotificationRow, SignalRow, StoreError, WriteRequest,
 };
 
+/// What reading needs: queries only. [`crate::Store::read`] hands out this, so code holding a read
+/// handle cannot write — every write goes through the group-commit writer with its record.
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub trait Reader: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
-    /// Applies a batch in ONE transaction, in order: for each request, replay (idempotency) or
-    /// apply the mutation, finalise the record from the outcome ([`crate::writer::finalise_record`]),
-    /// chain it after the current head (read inside the transaction, under a lock that orders
-    /// concurrent writers — other replicas too), insert it and its alerts. Returns one `Committed`
-    /// per request, in order, only after the commit succeeded.
-    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError>;
-
-    /// Publishes changes made by other processes (PostgreSQL LISTEN/NOTIFY); a no-op for SQLite.
-    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>);
-
     async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Closes connections (SQLite folds its WAL back into the database file). Call last.
-    async fn close(&self);
 
     /// Whether a purge would change anything: signals past expiry not yet ended, or ended
     /// signals and dissolved households past the grace period. Keeps idle purges out of the log.
@@ -131,10 +121,31 @@ pub trait Backend: Send + Sync + 'static {
     async fn log_anchor(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
     /// Whether any record is older than `before` (so a retention purge would remove something).
     async fn log_has_records_before(&self, before: OffsetDateTime) -> Result<bool, StoreError>;
-    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
     /// Newest first.
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError>;
+}
 
+/// The whole backend: the reads, and the writes only the store itself performs (the batch, the
+/// checkpoint rows, the benchmark loader).
+#[async_trait]
+pub trait Backend: Reader {
+    /// This backend as a read handle.
+    fn reader(&self) -> &dyn Reader;
+
+    /// Applies a batch in ONE transaction, in order: for each request, replay (idempotency) or
+    /// apply the mutation, finalise the record from the outcome ([`crate::writer::finalise_record`]),
+    /// chain it after the current head (read inside the transaction, under a lock that orders
+    /// concurrent writers — other replicas too), insert it and its alerts. Returns one `Committed`
+    /// per request, in order, only after the commit succeeded.
+    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError>;
+
+    /// Publishes changes made by other processes (PostgreSQL LISTEN/NOTIFY); a no-op for SQLite.
+    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>);
+
+    /// Closes connections (SQLite folds its WAL back into the database file). Call last.
+    async fn close(&self);
+
+    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
     /// Benchmark preload: inserts directly, no records, no notifications.
     async fn bulk_load(
         &self,

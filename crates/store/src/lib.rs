@@ -4,7 +4,10 @@
 //! Every write goes through the group-commit writer ([`Store::execute`]): the state change and its
 //! access-log record are applied in one transaction together with those of other calls waiting at
 //! the same moment, and each caller is answered only after that transaction committed. So no call is
-//! acknowledged before its record is durable, and a failed commit fails every call in the batch.
+//! acknowledged before its record is durable. A statement that fails for one request fails that
+//! request alone (the batch is applied again without it); a database that cannot take writes (disk
+//! full, connection lost) fails the batch as UNAVAILABLE and the next batch tries again; only a
+//! COMMIT whose outcome is unknown stops the writer for good (see `writer`).
 //! Reads go straight to the backend's read pool.
 
 mod backend;
@@ -23,7 +26,7 @@ use signaalpoort_core::access_log::{RecordDraft, SignedCheckpoint};
 use signaalpoort_core::Oin;
 use tokio::sync::watch;
 
-pub use backend::Backend;
+pub use backend::{Backend, Reader};
 pub use model::*;
 
 /// Errors of the store. Every one of them fails the call (fail closed).
@@ -45,6 +48,13 @@ pub enum StoreError {
     WriterPoisoned,
     #[error("the store is shutting down")]
     Closed,
+    /// The database cannot take writes for now (disk full, connection lost, I/O error): the batch
+    /// was rolled back and nothing it held was changed. The next batch tries again.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The data directory cannot be used; names the path and the cause.
+    #[error("data directory {path}: {cause}")]
+    DataDir { path: String, cause: String },
 }
 
 /// Tuning of the store; the defaults are what the benchmark was run with.
@@ -56,6 +66,9 @@ pub struct StoreOptions {
     pub read_connections: u32,
     /// How long a connection waits for a lock before failing.
     pub busy_timeout: Duration,
+    /// SQLite: below this much free space on the database's file system the store reports itself
+    /// not ready, before a write fails for want of space.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -64,6 +77,7 @@ impl Default for StoreOptions {
             max_batch: 256,
             read_connections: 8,
             busy_timeout: Duration::from_secs(5),
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -182,8 +196,8 @@ impl Store {
 
     /// The backend for reads. Reads never change state and need no access-log record of their own
     /// from the store's point of view; the server logs the call.
-    pub fn read(&self) -> &dyn Backend {
-        self.backend.as_ref()
+    pub fn read(&self) -> &dyn Reader {
+        self.backend.reader()
     }
 
     /// Signs and stores a checkpoint over the current chain head; returns it (or `None` when the

@@ -160,6 +160,9 @@ pub enum Rejection {
     /// The agency named to coordinate is not one the caller's basis covers (whatever the reason:
     /// the answer must not say whether it is involved).
     CoordinatorNotEligible,
+    /// A statement of this request failed (a bug or a constraint the rules did not foresee): this
+    /// request changed nothing; the others in its batch were applied without it.
+    StatementFailed(String),
 }
 
 impl Rejection {
@@ -170,6 +173,7 @@ impl Rejection {
             Rejection::NotFound(_) => 5,
             Rejection::PermissionDenied(_) => 7,
             Rejection::FailedPrecondition(_) | Rejection::CoordinatorNotEligible => 9,
+            Rejection::StatementFailed(_) => 13,
         }
     }
 
@@ -180,6 +184,7 @@ impl Rejection {
             Rejection::FailedPrecondition(_) => "FAILED_PRECONDITION".to_owned(),
             Rejection::RequestIdReused => "REQUEST_ID_REUSED".to_owned(),
             Rejection::CoordinatorNotEligible => "COORDINATOR_NOT_ELIGIBLE".to_owned(),
+            Rejection::StatementFailed(_) => "STORE_STATEMENT_FAILED".to_owned(),
             Rejection::PermissionDenied(r) => r.error_reason(),
         }
     }

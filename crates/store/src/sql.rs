@@ -46,12 +46,132 @@ const ENDED_GRACE: time::Duration = time::Duration::days(7);
 
 const CHANGES_CHANNEL: &str = "signaalpoort_changes";
 
+/// Checks, before any connection is tried, that the SQLite file can be created or opened for
+/// writing, so a missing, read-only or unwritable data directory is named with its cause at once
+/// (not as a pool timeout). The file is made readable by its owner only.
+fn usable_database_file(path: &std::path::Path) -> Result<(), StoreError> {
+    let fail = |p: &std::path::Path, cause: String| StoreError::DataDir {
+        path: p.display().to_string(),
+        cause,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(dir, format!("cannot create it: {e}")))?;
+        let probe = dir.join(".signaalpoort-write-check");
+        std::fs::write(&probe, b"").map_err(|e| {
+            fail(
+                dir,
+                format!("cannot write in it (SQLite needs to, for its journal): {e}"),
+            )
+        })?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| {
+            fail(
+                path,
+                format!("cannot open the database file for writing: {e}"),
+            )
+        })?;
+    if !existed {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(path, format!("cannot restrict its permissions: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Free bytes for unprivileged writers on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Result<u64, StoreError> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| StoreError::DataDir {
+        path: dir.display().to_string(),
+        cause: format!("cannot read its free space: {e}"),
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Why a batch attempt stopped: a statement of one request, or the batch itself (the head, the
+/// records, the connection).
+#[derive(Debug)]
+enum BatchError {
+    Request { index: usize, error: StoreError },
+    Batch(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Batch(e)
+    }
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+impl From<signaalpoort_core::access_log::RecordError> for BatchError {
+    fn from(e: signaalpoort_core::access_log::RecordError) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+/// Whether an error says the database cannot take writes for now (no space, I/O, lost connection,
+/// server shutting down) rather than that a statement was wrong. Such errors fail the whole batch
+/// as UNAVAILABLE and leave the writer running, so the gateway recovers once the cause is gone.
+fn cannot_write_now(e: &StoreError) -> bool {
+    let StoreError::Database(e) = e else {
+        return matches!(e, StoreError::Unavailable(_));
+    };
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.parse::<i32>() {
+                // SQLite primary codes (the low byte of the extended code): BUSY, NOMEM, READONLY,
+                // IOERR, CORRUPT, FULL, CANTOPEN.
+                Ok(n) => matches!(n & 0xff, 5 | 7 | 8 | 10 | 11 | 13 | 14),
+                // PostgreSQL SQLSTATE classes: connection exception, insufficient resources,
+                // operator intervention, system error.
+                Err(_) => ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c)),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// What an operator should read for an error that stopped writes.
+fn describe_unavailable(e: &StoreError) -> String {
+    if let StoreError::Database(sqlx::Error::Database(db)) = e {
+        let code = db.code().unwrap_or_default();
+        if code.parse::<i32>().is_ok_and(|n| n & 0xff == 13) || code == "53100" {
+            return format!("the disk is full: {db}");
+        }
+    }
+    if let StoreError::Database(sqlx::Error::Io(io)) = e {
+        return format!("the database connection was lost: {io}");
+    }
+    e.to_string()
+}
+
 pub(crate) struct SqlBackend {
     dialect: Dialect,
     url: String,
     read: AnyPool,
     write: Mutex<Option<AnyConnection>>,
     options: StoreOptions,
+    /// Set by `close`: the change listener lets go of its connection.
+    closed: watch::Sender<bool>,
 }
 
 fn micros(t: OffsetDateTime) -> i64 {
@@ -274,13 +394,7 @@ impl SqlBackend {
                     .trim_start_matches("sqlite://")
                     .trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
-                if let Some(dir) = std::path::Path::new(path).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
-                        })?;
-                    }
-                }
+                usable_database_file(std::path::Path::new(path))?;
                 format!("sqlite://{path}?mode=rwc")
             }
             Dialect::Postgres => url.to_owned(),
@@ -303,6 +417,7 @@ impl SqlBackend {
             read,
             write: Mutex::new(None),
             options: options.clone(),
+            closed: watch::Sender::new(false),
         };
         {
             let mut guard = backend.write.lock().await;
@@ -313,6 +428,21 @@ impl SqlBackend {
             }
         }
         Ok(backend)
+    }
+
+    /// The directory of the SQLite database file (`None` for PostgreSQL).
+    fn sqlite_dir(&self) -> Option<std::path::PathBuf> {
+        if self.dialect != Dialect::Sqlite {
+            return None;
+        }
+        let path = self.url.trim_start_matches("sqlite://");
+        let path = path.split('?').next().unwrap_or(path);
+        let dir = std::path::Path::new(path).parent()?;
+        Some(if dir.as_os_str().is_empty() {
+            std::path::PathBuf::from(".")
+        } else {
+            dir.to_path_buf()
+        })
     }
 
     async fn writer<'a>(
@@ -342,11 +472,15 @@ impl SqlBackend {
         guard.as_mut().ok_or(StoreError::Closed)
     }
 
+    /// Applies the batch inside the open transaction. The requests in `failed` are not applied:
+    /// an earlier attempt found one of their statements failing, so they get
+    /// [`Rejection::StatementFailed`] and their record says so.
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
         batch: &[WriteRequest],
-    ) -> Result<(Vec<Committed>, bool), StoreError> {
+        failed: &BTreeMap<usize, String>,
+    ) -> Result<(Vec<Committed>, bool), BatchError> {
         let (mut seq, mut prev) = match self.dialect {
             Dialect::Postgres => {
                 let row = sqlx::query("SELECT seq, hash FROM log_head WHERE id = 1 FOR UPDATE")
@@ -383,48 +517,12 @@ impl SqlBackend {
         let mut out = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
         let mut notify = false;
-        for req in batch {
-            let replay = match &req.idempotency {
-                Some(key) => sqlx::query(
-                    "SELECT outcome, action, fingerprint FROM idempotency WHERE agency_oin = $1 AND request_id = $2",
-                )
-                .bind(key.agency.to_string())
-                .bind(key.request_id.clone())
-                .fetch_optional(&mut *conn)
-                .await?
-                .map(|r| -> Result<_, StoreError> {
-                    let stored: String = r.try_get(0)?;
-                    let action: String = r.try_get(1)?;
-                    let fingerprint: Option<Vec<u8>> = r.try_get(2)?;
-                    // Rows from before fingerprints were kept match on the RPC alone.
-                    let same = (action.is_empty() || action == key.action)
-                        && fingerprint.is_none_or(|f| f == key.fingerprint);
-                    Ok(if same {
-                        Ok(from_json::<Outcome>(&stored)?)
-                    } else {
-                        Err(Rejection::RequestIdReused)
-                    })
-                })
-                .transpose()?,
-                None => None,
-            };
-            let (outcome, replayed) = match replay {
-                Some(Ok(stored)) => (stored, true),
-                Some(Err(reused)) => (Err(reused), false),
-                None => {
-                    let outcome = apply(&mut *conn, &req.mutation).await?;
-                    if let Some(key) = &req.idempotency {
-                        sqlx::query("INSERT INTO idempotency (agency_oin, request_id, outcome, action, fingerprint) VALUES ($1, $2, $3, $4, $5)")
-                            .bind(key.agency.to_string())
-                            .bind(key.request_id.clone())
-                            .bind(json(&outcome)?)
-                            .bind(key.action)
-                            .bind(key.fingerprint.to_vec())
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    (outcome, false)
-                }
+        for (index, req) in batch.iter().enumerate() {
+            let (outcome, replayed) = match failed.get(&index) {
+                Some(why) => (Err(Rejection::StatementFailed(why.clone())), false),
+                None => apply_request(&mut *conn, req)
+                    .await
+                    .map_err(|error| BatchError::Request { index, error })?,
             };
             let draft = finalise_record(&req.record, &outcome, replayed);
             seq += 1;
@@ -1344,6 +1442,57 @@ async fn apply(conn: &mut AnyConnection, mutation: &Mutation) -> Result<Outcome,
     }
 }
 
+/// One request's own statements: replay by its idempotency key, or apply its mutation and keep
+/// the key. An error here belongs to this request alone.
+async fn apply_request(
+    conn: &mut AnyConnection,
+    req: &WriteRequest,
+) -> Result<(Outcome, bool), StoreError> {
+    let replay = match &req.idempotency {
+        Some(key) => sqlx::query(
+            "SELECT outcome, action, fingerprint FROM idempotency WHERE agency_oin = $1 AND request_id = $2",
+        )
+        .bind(key.agency.to_string())
+        .bind(key.request_id.clone())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| -> Result<_, StoreError> {
+            let stored: String = r.try_get(0)?;
+            let action: String = r.try_get(1)?;
+            let fingerprint: Option<Vec<u8>> = r.try_get(2)?;
+            // Rows from before fingerprints were kept match on the RPC alone.
+            let same = (action.is_empty() || action == key.action)
+                && fingerprint.is_none_or(|f| f == key.fingerprint);
+            Ok(if same {
+                Ok(from_json::<Outcome>(&stored)?)
+            } else {
+                Err(Rejection::RequestIdReused)
+            })
+        })
+        .transpose()?,
+        None => None,
+    };
+    let (outcome, replayed) = match replay {
+        Some(Ok(stored)) => (stored, true),
+        Some(Err(reused)) => (Err(reused), false),
+        None => {
+            let outcome = apply(&mut *conn, &req.mutation).await?;
+            if let Some(key) = &req.idempotency {
+                sqlx::query("INSERT INTO idempotency (agency_oin, request_id, outcome, action, fingerprint) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(key.agency.to_string())
+                    .bind(key.request_id.clone())
+                    .bind(json(&outcome)?)
+                    .bind(key.action)
+                    .bind(key.fingerprint.to_vec())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            (outcome, false)
+        }
+    };
+    Ok((outcome, replayed))
+}
+
 /// Marks an expired signal as ended at its expiry and tells the agencies it matched.
 async fn end_by_expiry(conn: &mut AnyConnection, sig: &SignalRow) -> Result<(), StoreError> {
     let just_before = sig.expires_at - time::Duration::microseconds(1);
@@ -1368,7 +1517,7 @@ async fn end_by_expiry(conn: &mut AnyConnection, sig: &SignalRow) -> Result<(), 
 }
 
 #[async_trait]
-impl Backend for SqlBackend {
+impl Reader for SqlBackend {
     fn kind(&self) -> &'static str {
         match self.dialect {
             Dialect::Sqlite => "sqlite",
@@ -1376,79 +1525,19 @@ impl Backend for SqlBackend {
         }
     }
 
-    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError> {
-        let mut guard = self.write.lock().await;
-        let conn = self.writer(&mut guard).await?;
-        let begin = match self.dialect {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
-        };
-        if let Err(e) = conn.execute(begin).await {
-            // A broken connection is replaced on the next batch.
-            *guard = None;
-            return Err(e.into());
-        }
-        match self.apply_batch(conn, batch).await {
-            Ok((committed, _)) => match conn.execute("COMMIT").await {
-                Ok(_) => Ok(committed),
-                Err(e) => {
-                    *guard = None;
-                    Err(StoreError::CommitFailed(e))
-                }
-            },
-            Err(e) => {
-                if conn.execute("ROLLBACK").await.is_err() {
-                    *guard = None;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>) {
-        if self.dialect != Dialect::Postgres {
-            return;
-        }
-        let url = self.url.clone();
-        tokio::spawn(async move {
-            loop {
-                match sqlx::postgres::PgListener::connect(&url).await {
-                    Ok(mut listener) => {
-                        if listener.listen(CHANGES_CHANNEL).await.is_ok() {
-                            // (Re)connected: anything may have happened meanwhile; watchers re-read.
-                            changes.send_modify(|c| {
-                                c.notification += 1;
-                                c.alert += 1;
-                            });
-                            while listener.recv().await.is_ok() {
-                                changes.send_modify(|c| {
-                                    c.notification += 1;
-                                    c.alert += 1;
-                                });
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change listener cannot connect; retrying")
-                    }
-                }
-                if changes.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-    }
-
-    async fn close(&self) {
-        if let Some(conn) = self.write.lock().await.take() {
-            let _ = conn.close().await;
-        }
-        self.read.close().await;
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.read).await?;
+        if let Some(dir) = self.sqlite_dir() {
+            let free = free_bytes(&dir)?;
+            if free < self.options.min_free_bytes {
+                return Err(StoreError::Unavailable(format!(
+                    "only {} MiB free on the file system of {}, below the {} MiB kept in reserve; free space before writes fail",
+                    free / (1024 * 1024),
+                    dir.display(),
+                    self.options.min_free_bytes / (1024 * 1024)
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -1824,17 +1913,6 @@ impl Backend for SqlBackend {
         rows.iter().map(record_row).collect()
     }
 
-    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
-        // Two replicas may sign the same head; the first one stays.
-        sqlx::query("INSERT INTO checkpoints (tree_size, note, signature) VALUES ($1, $2, $3) ON CONFLICT (tree_size) DO NOTHING")
-            .bind(checkpoint.body.tree_size as i64)
-            .bind(checkpoint.body.note())
-            .bind(checkpoint.signature.clone())
-            .execute(&self.read)
-            .await?;
-        Ok(())
-    }
-
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError> {
         let rows =
             sqlx::query("SELECT note, signature FROM checkpoints ORDER BY tree_size DESC LIMIT $1")
@@ -1853,6 +1931,148 @@ impl Backend for SqlBackend {
                 })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl Backend for SqlBackend {
+    fn reader(&self) -> &dyn Reader {
+        self
+    }
+
+    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError> {
+        let mut guard = self.write.lock().await;
+        // Requests whose own statements failed; the batch is applied again without them. Each
+        // attempt fails at most one more, so this ends.
+        let mut failed = BTreeMap::new();
+        loop {
+            let conn = match self.writer(&mut guard).await {
+                Ok(conn) => conn,
+                Err(e) => return Err(StoreError::Unavailable(describe_unavailable(&e))),
+            };
+            let begin = match self.dialect {
+                Dialect::Sqlite => "BEGIN IMMEDIATE",
+                Dialect::Postgres => "BEGIN",
+            };
+            if let Err(e) = conn.execute(begin).await {
+                // A broken connection is replaced on the next batch.
+                *guard = None;
+                return Err(StoreError::Unavailable(describe_unavailable(&e.into())));
+            }
+            let attempt = self.apply_batch(conn, batch, &failed).await;
+            let error = match attempt {
+                Ok((committed, _)) => match conn.execute("COMMIT").await {
+                    Ok(_) => return Ok(committed),
+                    Err(e) => {
+                        let e = StoreError::from(e);
+                        // SQLite keeps the transaction open when COMMIT fails for want of space
+                        // (or a lock): rolled back, nothing happened, and the writer goes on.
+                        if self.dialect == Dialect::Sqlite && cannot_write_now(&e) {
+                            if conn.execute("ROLLBACK").await.is_err() {
+                                *guard = None;
+                            }
+                            return Err(StoreError::Unavailable(describe_unavailable(&e)));
+                        }
+                        // Otherwise nobody knows whether it committed.
+                        *guard = None;
+                        let StoreError::Database(e) = e else {
+                            return Err(e);
+                        };
+                        return Err(StoreError::CommitFailed(e));
+                    }
+                },
+                Err(error) => error,
+            };
+            if conn.execute("ROLLBACK").await.is_err() {
+                *guard = None;
+            }
+            match error {
+                BatchError::Request { index, error } if !cannot_write_now(&error) => {
+                    tracing::error!(error = %error, request = index, "a request's statement failed; applying its batch without it");
+                    failed.insert(index, error.to_string());
+                }
+                BatchError::Request { error, .. } | BatchError::Batch(error) => {
+                    if cannot_write_now(&error) {
+                        if matches!(error, StoreError::Database(sqlx::Error::Io(_))) {
+                            *guard = None;
+                        }
+                        return Err(StoreError::Unavailable(describe_unavailable(&error)));
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>) {
+        if self.dialect != Dialect::Postgres {
+            return;
+        }
+        let url = self.url.clone();
+        let mut closed = self.closed.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let connected = tokio::select! {
+                    c = sqlx::postgres::PgListener::connect(&url) => c,
+                    _ = closed.wait_for(|c| *c) => return,
+                };
+                match connected {
+                    Ok(mut listener) => {
+                        if listener.listen(CHANGES_CHANNEL).await.is_ok() {
+                            // (Re)connected: anything may have happened meanwhile; watchers re-read.
+                            changes.send_modify(|c| {
+                                c.notification += 1;
+                                c.alert += 1;
+                            });
+                            loop {
+                                tokio::select! {
+                                    received = listener.recv() => {
+                                        if let Err(e) = received {
+                                            tracing::warn!(error = %e, "change listener lost its PostgreSQL connection; reconnecting");
+                                            break;
+                                        }
+                                        changes.send_modify(|c| {
+                                            c.notification += 1;
+                                            c.alert += 1;
+                                        });
+                                    }
+                                    _ = closed.wait_for(|c| *c) => return,
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener cannot connect; retrying")
+                    }
+                }
+                if changes.is_closed() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = closed.wait_for(|c| *c) => return,
+                }
+            }
+        });
+    }
+
+    async fn close(&self) {
+        self.closed.send_replace(true);
+        if let Some(conn) = self.write.lock().await.take() {
+            let _ = conn.close().await;
+        }
+        self.read.close().await;
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        // Two replicas may sign the same head; the first one stays.
+        sqlx::query("INSERT INTO checkpoints (tree_size, note, signature) VALUES ($1, $2, $3) ON CONFLICT (tree_size) DO NOTHING")
+            .bind(checkpoint.body.tree_size as i64)
+            .bind(checkpoint.body.note())
+            .bind(checkpoint.signature.clone())
+            .execute(&self.read)
+            .await?;
+        Ok(())
     }
 
     async fn bulk_load(
@@ -1916,10 +2136,10 @@ impl Backend for SqlBackend {
         for chunk in signals.chunks(500) {
             let mut sql = format!("INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
-                let b = i * 10;
-                let ps: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
+                let b = i * 11;
+                let ps: Vec<String> = (1..=11).map(|k| format!("${}", b + k)).collect();
                 sql.push_str(&format!(
-                    "{}({}, NULL)",
+                    "{}({})",
                     if i > 0 { ", " } else { "" },
                     ps.join(", ")
                 ));
@@ -1936,7 +2156,8 @@ impl Backend for SqlBackend {
                     .bind(s.contact.email.clone())
                     .bind(micros(s.registered_at))
                     .bind(micros(s.refreshed_at))
-                    .bind(micros(s.expires_at));
+                    .bind(micros(s.expires_at))
+                    .bind(s.withdrawn_at.map(micros));
             }
             q.execute(&mut *tx).await?;
         }

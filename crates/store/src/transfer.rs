@@ -1,37 +1,26 @@
 //! Moving a SQLite deployment to PostgreSQL: every table, access log included, copied row by row
-//! in one PostgreSQL transaction. Both schemas come from the same migrations, so a column's
-//! PostgreSQL type says how to carry the value across; the chain head and the cursor sequences are
-//! set from the copied rows, so the log continues where it stopped.
+//! in one PostgreSQL transaction. Both schemas come from the same migrations, so the list of tables
+//! and a column's PostgreSQL type come from the target's schema, not from a list kept here: a table a
+//! later migration adds is moved without anyone remembering to. A table in the source that the
+//! target lacks stops the move, and every table's row count is compared before the commit. The
+//! chain head and the cursor sequences are set from the copied rows, so the log continues where it
+//! stopped.
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
 use crate::{Store, StoreError};
 
-/// Tables in an order that satisfies foreign keys (household_members → households).
-const TABLES: &[&str] = &[
-    "signals",
-    "households",
-    "household_members",
-    "consents",
-    "notifications",
-    "idempotency",
-    "access_log",
-    "access_log_subjects",
-    "checkpoints",
-    "log_anchor",
-    "alerts",
-    "notification_cursors",
-    "coordinations",
-    "involvement_history",
-];
+/// Tables the move does not copy row by row: the migrations' own bookkeeping, and the chain head,
+/// which is set from the copied log afterwards.
+const NOT_COPIED: &[&str] = &["_sqlx_migrations", "log_head"];
 
 /// Rows per INSERT statement (PostgreSQL allows 65 535 parameters; the widest table has 22).
 const ROWS_PER_INSERT: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferReport {
-    /// (table, rows copied), in copy order.
+    /// (table, rows copied — equal in source and target), in copy order.
     pub tables: Vec<(String, u64)>,
     /// Records in the access log after the move.
     pub log_records: u64,
@@ -53,6 +42,16 @@ pub enum TransferError {
         column: String,
         data_type: String,
     },
+    #[error("table {0} exists in the source but not in the target's schema; nothing was moved")]
+    TableNotInTarget(String),
+    #[error("table {table}: {source_rows} rows in the source but {target_rows} in the target after the copy; nothing was moved")]
+    CountMismatch {
+        table: String,
+        source_rows: i64,
+        target_rows: i64,
+    },
+    #[error("the target's foreign keys form a cycle among tables {0:?}")]
+    ForeignKeyCycle(Vec<String>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("database error: {0}")]
@@ -84,14 +83,20 @@ pub async fn sqlite_to_postgres(from: &str, to: &str) -> Result<TransferReport, 
     let mut source = AnyConnection::connect(from).await?;
     let mut target = AnyConnection::connect(to).await?;
 
-    for table in TABLES {
+    let tables = target_tables(&mut target).await?;
+    for table in source_tables(&mut source).await? {
+        if !tables.contains(&table) && !NOT_COPIED.contains(&table.as_str()) {
+            return Err(TransferError::TableNotInTarget(table));
+        }
+    }
+    for table in &tables {
         let rows: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&mut target)
             .await?
             .try_get(0)?;
         if rows > 0 {
             return Err(TransferError::TargetNotEmpty {
-                table: (*table).to_owned(),
+                table: table.clone(),
                 rows,
             });
         }
@@ -102,7 +107,7 @@ pub async fn sqlite_to_postgres(from: &str, to: &str) -> Result<TransferReport, 
         tables: Vec::new(),
         log_records: 0,
     };
-    for table in TABLES {
+    for table in &tables {
         let columns = target_columns(&mut tx, table).await?;
         let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
         // SQLite has no boolean type; read flags as integers.
@@ -122,7 +127,15 @@ pub async fn sqlite_to_postgres(from: &str, to: &str) -> Result<TransferReport, 
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             insert_chunk(&mut tx, table, &names, &columns, chunk).await?;
         }
-        report.tables.push(((*table).to_owned(), rows.len() as u64));
+        let target_rows = count(&mut tx, table).await?;
+        if target_rows != rows.len() as i64 {
+            return Err(TransferError::CountMismatch {
+                table: table.clone(),
+                source_rows: rows.len() as i64,
+                target_rows,
+            });
+        }
+        report.tables.push((table.clone(), rows.len() as u64));
     }
 
     // The chain head and the cursor sequences continue from the copied rows.
@@ -146,6 +159,72 @@ pub async fn sqlite_to_postgres(from: &str, to: &str) -> Result<TransferReport, 
     tx.commit().await?;
     source.close().await?;
     Ok(report)
+}
+
+async fn count(conn: &mut AnyConnection, table: &str) -> Result<i64, TransferError> {
+    Ok(sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?)
+}
+
+/// The source's tables (SQLite's own bookkeeping left out).
+async fn source_tables(conn: &mut AnyConnection) -> Result<Vec<String>, TransferError> {
+    let rows = sqlx::query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+        .collect()
+}
+
+/// The target's tables to copy, each after the tables its foreign keys point to.
+async fn target_tables(conn: &mut AnyConnection) -> Result<Vec<String>, TransferError> {
+    let names: Vec<String> = sqlx::query(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get::<String, _>(0))
+    .collect::<Result<_, _>>()?;
+    let edges: Vec<(String, String)> = sqlx::query(
+        "SELECT tc.table_name::text, ccu.table_name::text \
+         FROM information_schema.table_constraints tc \
+         JOIN information_schema.constraint_column_usage ccu \
+           ON ccu.constraint_name = tc.constraint_name AND ccu.constraint_schema = tc.constraint_schema \
+         WHERE tc.constraint_type = 'FOREIGN KEY' AND tc.table_schema = current_schema()",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+    .collect::<Result<_, sqlx::Error>>()?;
+    let mut left: Vec<String> = names
+        .into_iter()
+        .filter(|n| !NOT_COPIED.contains(&n.as_str()))
+        .collect();
+    let mut ordered = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let ready: Vec<String> = left
+            .iter()
+            .filter(|t| {
+                !edges
+                    .iter()
+                    .any(|(from, to)| from == *t && to != *t && left.contains(to))
+            })
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return Err(TransferError::ForeignKeyCycle(left));
+        }
+        left.retain(|t| !ready.contains(t));
+        ordered.extend(ready);
+    }
+    Ok(ordered)
 }
 
 async fn target_columns(

@@ -3,8 +3,12 @@
 //! never traded away — a caller hears "committed" only after the database said so — but many calls
 //! share one fsync.
 //!
-//! A failed COMMIT poisons the writer: after an fsync error nobody knows what is on disk, so the
-//! gateway refuses all further writes (and reads, which need a log record) until it is restarted.
+//! A failed COMMIT whose outcome is unknown (an fsync error, a connection lost during COMMIT)
+//! poisons the writer: nobody knows what is on disk, so the gateway refuses all further writes (and
+//! reads, which need a log record), `/livez` fails and the orchestrator restarts the process. A
+//! database that cannot take writes for now (disk full) fails the batch as unavailable and the next
+//! batch tries again; a statement failing for one request fails that request alone (the backend
+//! applies the rest of the batch without it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -78,6 +82,7 @@ pub(crate) fn spawn(
                     for reply in replies {
                         let _ = reply.send(Err(match &err {
                             StoreError::CommitFailed(_) => StoreError::WriterPoisoned,
+                            StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
                             other => StoreError::Corrupt(other.to_string()),
                         }));
                     }

@@ -9,7 +9,7 @@ use signaalpoort_core::chronicity::{chronicity, ChronicityThresholds, Quarter, Q
 use signaalpoort_core::coordination::{reconcile, Command, CoordinationState};
 use signaalpoort_core::policy::{Action, Permit};
 use signaalpoort_core::{
-    Basis, Category, ContactPoint, DenyReason, Justification, Oin, Purpose, RequestId, Role,
+    Category, ContactPoint, DenyReason, Justification, Oin, Purpose, RequestId, Role,
     SubjectPseudonym,
 };
 use signaalpoort_store::{Effect, Idempotency, Mutation, SignalRow};
@@ -470,7 +470,7 @@ async fn history_of(
 ) -> Result<(BTreeMap<Quarter, QuarterCounts>, Option<OffsetDateTime>), ApiError> {
     let gw = call.gateway().clone();
     let now = call.now();
-    if case.permit.basis() != Basis::Safety {
+    if !case.permit.safety_holds() {
         let stored = gw.store.read().coordination(&case.household_id).await?;
         let (state, _) = reconcile(&stored.state, &involved(&case.signals));
         if state.coordinator.as_ref().map(|c| &c.agency) != Some(&caller.agency.oin) {
@@ -541,7 +541,7 @@ async fn history_of(
         } else {
             match subject {
                 // Rows kept before persons were: only the safety basis sees them.
-                None => case.permit.basis() == Basis::Safety,
+                None => case.permit.safety_holds(),
                 Some(p) => facts
                     .basis_for(&case.permit, &caller.agency, p, other, now)
                     .await?

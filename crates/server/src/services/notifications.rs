@@ -197,6 +197,8 @@ async fn collect(
     let full = |b: &Batch| (b.delivered.len() + b.to_number.len()) as u32 >= limit;
     let mut after_id = 0;
     let mut scanned = 0;
+    // Matches numbered in this pass: their MATCH_ENDED, held behind them, goes out right after.
+    let mut matched_now: std::collections::HashSet<(String, String)> = Default::default();
     while !full(&batch) && scanned < PENDING_SCAN {
         let rows = store
             .pending_notifications(recipient, after_id, PAGE)
@@ -204,11 +206,23 @@ async fn collect(
         let Some(last) = rows.last() else { break };
         after_id = last.id;
         scanned += rows.len() as u32;
-        for row in rows {
+        for mut row in rows {
             if full(&batch) {
                 break;
             }
+            let pair = row
+                .other
+                .as_ref()
+                .map(|m| (row.recipient_signal_id.clone(), m.signal_id.clone()));
+            if row.kind == NotificationKind::MatchEnded
+                && pair.as_ref().is_some_and(|p| matched_now.contains(p))
+            {
+                row.match_delivered = true;
+            }
             if let Some(d) = deliverable(gw, &mut facts, receiver, &row).await? {
+                if row.kind == NotificationKind::Match {
+                    matched_now.extend(pair);
+                }
                 batch.to_number.push(d);
             }
         }
