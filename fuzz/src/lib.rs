@@ -272,6 +272,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 members: vec![pb::HouseholdMember {
                     bsn: BSN.into(),
                     protected: false,
+                    birth_date: "2015-01-01".into(),
                 }],
                 ..Default::default()
             }
@@ -298,7 +299,6 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             7,
             pb::RecordConsentRequest {
                 bsn: BSN.into(),
-                birth_date: "1985-01-01".into(),
                 include_household: true,
                 givers: vec![1],
                 purposes: vec![1],

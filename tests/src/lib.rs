@@ -506,3 +506,96 @@ pub async fn verify_stored_chain(
         .await
         .expect("chain readable")
 }
+
+/// Calls with a raw request body, as a client that does not speak the contract (or an attacker)
+/// would send them: any bytes on any method, over the agency's real mTLS channel.
+pub mod raw {
+    use prost::bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic::transport::Channel;
+    use tonic::Status;
+
+    /// Bytes in, bytes out.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawCodec;
+        type Decoder = RawCodec;
+        fn encoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+        fn decoder(&mut self) -> RawCodec {
+            RawCodec
+        }
+    }
+
+    impl Encoder for RawCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let mut out = vec![0; src.remaining()];
+            src.copy_to_slice(&mut out);
+            Ok(Some(out))
+        }
+    }
+
+    fn request(actor: &str, body: Vec<u8>) -> tonic::Request<Vec<u8>> {
+        let mut req = tonic::Request::new(body);
+        req.metadata_mut()
+            .insert("x-actor-id", actor.parse().expect("ascii actor"));
+        req
+    }
+
+    /// A unary call with `body` as the request message; the answer's raw bytes.
+    pub async fn unary(
+        channel: &Channel,
+        path: &'static str,
+        actor: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Status> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        grpc.unary(
+            request(actor, body),
+            PathAndQuery::from_static(path),
+            RawCodec,
+        )
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    /// Opens a server-streaming call with `body`; Ok once the stream is open.
+    pub async fn open_stream(
+        channel: &Channel,
+        path: &'static str,
+        actor: &str,
+        body: Vec<u8>,
+    ) -> Result<(), Status> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        grpc.server_streaming(
+            request(actor, body),
+            PathAndQuery::from_static(path),
+            RawCodec,
+        )
+        .await
+        .map(|_| ())
+    }
+}

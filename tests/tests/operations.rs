@@ -37,14 +37,21 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Starts the gateway with `[tls] crls = [crl]`.
+/// Starts the gateway with `[tls] crls = [crl]` in place of the dev CRL.
 async fn start_with_crl(env: &Env, clock: &ManualClock, crl: &Path) -> Gateway {
     let path = env.write_config("");
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "[tls]\n",
-        &format!("[tls]\ncrls = [{:?}]\n", crl.display().to_string()),
-        1,
-    );
+    let text: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            if line.starts_with("crls = ") {
+                format!("crls = [{:?}]\n", crl.display().to_string())
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    assert!(text.contains(&format!("crls = [{:?}]", crl.display().to_string())));
     std::fs::write(&path, text).unwrap();
     let config = signaalpoort_server::Config::load(&path).expect("config loads");
     let running = signaalpoort_server::start(config, Arc::new(clock.clone()))

@@ -1,6 +1,8 @@
 //! The public contract, `signaalpoort.v1`, as Rust types. Generated from `proto/` at build time;
 //! the only crate in the workspace that knows protobuf.
 
+pub mod codec;
+
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("signaalpoort.v1");

@@ -2,6 +2,7 @@
 //!
 //!     cargo run --release -p signaalpoort-bench            # full run, writes BENCHMARKS.md + JSON
 //!     cargo run --release -p signaalpoort-bench -- --smoke # seconds-long, for CI
+//!     cargo run --release -p signaalpoort-bench -- soak    # 10 minutes of mixed load per backend
 //!
 //! The servers run as child processes of this binary (roles `ceiling` and `gateway`), so their CPU
 //! time and peak memory are measured apart from the load generator; both share this machine.
@@ -9,6 +10,7 @@
 mod children;
 mod load;
 mod scenario;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -39,6 +41,16 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Role {
+    /// Mixed load for minutes, sampling memory, descriptors, tasks, database and WAL size; fails
+    /// if they grow without bound (see RELIABILITY.md).
+    Soak {
+        /// Seconds per backend (600 = the documented run; 60 in CI).
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 5)]
+        sample_secs: u64,
+    },
     #[command(hide = true)]
     Ceiling {
         #[arg(long)]
@@ -67,6 +79,18 @@ fn main() -> std::process::ExitCode {
         match &args.role {
             Some(Role::Ceiling { pki }) => children::serve_ceiling(pki).await,
             Some(Role::Gateway { config }) => children::serve_gateway(config).await,
+            Some(Role::Soak {
+                seconds,
+                sample_secs,
+            }) => {
+                soak::run(soak::SoakPlan {
+                    seconds: *seconds,
+                    sample_secs: (*sample_secs).max(1),
+                    postgres: args.postgres.clone(),
+                    out: args.out.join("bench-results"),
+                })
+                .await
+            }
             None => {
                 scenario::run(scenario::Plan::from_args(
                     args.smoke,

@@ -337,7 +337,7 @@ fn cpu_percent(before: load::ProcStats, after: load::ProcStats, over: Duration) 
 }
 
 /// A distinct valid BSN per number (about one eight-digit prefix in eleven has no check digit).
-fn bsn_for(n: u64) -> String {
+pub(crate) fn bsn_for(n: u64) -> String {
     let mut prefix = 10_000_000 + (n * 4) % 89_000_000;
     loop {
         if let Some(b) = complete_bsn(&format!("{prefix:08}")) {
@@ -387,7 +387,7 @@ async fn clients(
 }
 
 /// `n` persons on whom WIJ and GGD both have signals, with consent: the full read path.
-async fn setup_read_path(
+pub(crate) async fn setup_read_path(
     endpoint: &str,
     pki: &Path,
     n: u64,
@@ -521,7 +521,12 @@ async fn handshakes(
     })
 }
 
-fn write_config(root: &Path, name: &str, pki: &Path, url: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_config(
+    root: &Path,
+    name: &str,
+    pki: &Path,
+    url: &str,
+) -> anyhow::Result<PathBuf> {
     let data = root.join(name);
     std::fs::create_dir_all(&data)?;
     let toml = signaalpoort_cli::dev::dev_config_toml(
@@ -542,7 +547,7 @@ fn write_config(root: &Path, name: &str, pki: &Path, url: &str) -> anyhow::Resul
     Ok(path)
 }
 
-async fn fresh_pg(admin: &str) -> anyhow::Result<String> {
+pub(crate) async fn fresh_pg(admin: &str) -> anyhow::Result<String> {
     use sqlx_free::create_database;
     create_database(admin).await
 }

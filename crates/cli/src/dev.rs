@@ -39,6 +39,16 @@ pub struct DevArgs {
 /// Generates the dev PKI unless it exists (or `force`).
 pub fn init_pki(dir: &Path, force: bool) -> anyhow::Result<()> {
     if dir.join("ca.pem").exists() && !force {
+        // A PKI made before the dev CRL existed gets one, so the dev configuration loads.
+        let crl = dir.join(signaalpoort_tls::devpki::DEV_CRL);
+        if !crl.exists() {
+            signaalpoort_tls::devpki::write_crl(
+                dir,
+                &crl,
+                &[signaalpoort_tls::devpki::REVOKED_SERIAL],
+            )
+            .with_context(|| format!("writing the dev CRL {}", crl.display()))?;
+        }
         return Ok(());
     }
     let agencies = signaalpoort_tls::devpki::default_dev_agencies();
@@ -74,10 +84,11 @@ pub fn dev_config_toml(
     }
     out.push_str(&format!("data_dir = \"{}\"\n\n", abs(data)?));
     out.push_str(&format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n",
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrls = [\"{}\"]\n\n",
         abs(&pki.join("server.pem"))?,
         abs(&pki.join("server.key"))?,
-        abs(&pki.join("ca.pem"))?
+        abs(&pki.join("ca.pem"))?,
+        abs(&pki.join(signaalpoort_tls::devpki::DEV_CRL))?
     ));
     out.push_str("[audit]\ncheckpoint_interval_secs = 60\n\n");
     for agency in signaalpoort_tls::devpki::default_dev_agencies() {

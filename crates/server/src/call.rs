@@ -391,6 +391,34 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// A call refused before its handler could run (see [`crate::edge`]): identified and logged
+    /// like any refusal — identity first, so an unknown agency is told only that — with one
+    /// access-log record, then answered with `refusal`.
+    pub async fn refuse(
+        self: &Arc<Self>,
+        action: Action,
+        meta: &MetadataMap,
+        ext: &http::Extensions,
+        refusal: ApiError,
+        started: Instant,
+    ) -> Status {
+        let call = Call::new(self.clone(), action, meta, ext);
+        let result: Result<(), ApiError> = match call.identify(meta) {
+            Ok(_) => Err(refusal),
+            Err(e) => Err(e),
+        };
+        let status = match call.finish(result).await {
+            Ok(()) => Status::internal("a refusal was not refused"),
+            Err(status) => status,
+        };
+        call.log_outcome(status.code(), started.elapsed());
+        self.metrics
+            .observe_call(action.name(), status.code(), started.elapsed());
+        status
+    }
+}
+
 /// W3C traceparent: keeps the caller's trace id, and gives this call its own span id. A missing or
 /// malformed header starts a new trace, as the spec says.
 fn trace_ids(meta: &MetadataMap) -> (String, String) {

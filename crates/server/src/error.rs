@@ -40,6 +40,13 @@ pub enum ApiError {
         size: usize,
         limit: usize,
     },
+    /// The request body is not a valid encoding of the method's request message (bad wire
+    /// format, invalid UTF-8 in a string field); what prost found wrong.
+    MalformedRequest(String),
+    /// The request message is larger than `limits.max_message_bytes`.
+    RequestTooLarge {
+        limit: usize,
+    },
 }
 
 impl ApiError {
@@ -66,6 +73,8 @@ impl ApiError {
             ApiError::RequestIdReused => Code::InvalidArgument,
             ApiError::CoordinatorNotEligible => Code::FailedPrecondition,
             ApiError::ResponseTooLarge { .. } => Code::ResourceExhausted,
+            ApiError::MalformedRequest(_) => Code::InvalidArgument,
+            ApiError::RequestTooLarge { .. } => Code::ResourceExhausted,
         }
     }
 
@@ -83,6 +92,8 @@ impl ApiError {
             ApiError::RequestIdReused => "REQUEST_ID_REUSED".into(),
             ApiError::CoordinatorNotEligible => "COORDINATOR_NOT_ELIGIBLE".into(),
             ApiError::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE".into(),
+            ApiError::MalformedRequest(_) => "MALFORMED_REQUEST".into(),
+            ApiError::RequestTooLarge { .. } => "REQUEST_TOO_LARGE".into(),
         }
     }
 
@@ -157,6 +168,26 @@ impl ApiError {
                 metadata.insert("limit_bytes".to_owned(), limit.to_string());
                 let details =
                     ErrorDetails::with_error_info("RESPONSE_TOO_LARGE", ERROR_DOMAIN, metadata);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::MalformedRequest(what) => {
+                let mut metadata = HashMap::new();
+                metadata.insert("problem".to_owned(), what.clone());
+                let details =
+                    ErrorDetails::with_error_info("MALFORMED_REQUEST", ERROR_DOMAIN, metadata);
+                let message = format!(
+                    "the request body is not a valid protobuf encoding of this method's request message ({what}); nothing was done"
+                );
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::RequestTooLarge { limit } => {
+                let mut metadata = HashMap::new();
+                metadata.insert("limit_bytes".to_owned(), limit.to_string());
+                let details =
+                    ErrorDetails::with_error_info("REQUEST_TOO_LARGE", ERROR_DOMAIN, metadata);
+                let message = format!(
+                    "the request message exceeds the message limit ({limit} bytes, limits.max_message_bytes); nothing was done"
+                );
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
             ApiError::Store(e) => {

@@ -11,6 +11,7 @@ pub mod call;
 pub mod clock;
 pub mod config;
 pub mod convert;
+pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod keys;
@@ -183,10 +184,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         addr: listen,
         source,
     })?;
-    let incoming = signaalpoort_tls::tls_incoming(
+    let refusals = gw.metrics.clone();
+    let incoming = signaalpoort_tls::tls_incoming_observed(
         listener,
         tls.clone(),
         Duration::from_secs(gw.config.server.handshake_timeout_secs),
+        Arc::new(move |refusal| refusals.handshake_refused(refusal)),
     );
 
     let max = limits.max_message_bytes;
@@ -197,11 +200,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
                 .max_encoding_message_size(max)
         };
     }
+    // No `.timeout()`: the edge layer applies the deadline and answers DEADLINE_EXCEEDED.
     let router = tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(limits.request_timeout_secs))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(256))
+        .layer(edge::EdgeLayer::new(gw.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

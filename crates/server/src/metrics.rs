@@ -41,8 +41,10 @@ pub struct Metrics {
     log_append_latency: Histogram,
     watch_streams: Gauge,
     cert_expiry: Family<CertLabel, Gauge>,
+    handshake_refusals: Family<ReasonLabel, Counter>,
     last_checkpoint_unix: AtomicI64,
     checkpoint_age: Gauge,
+    tasks: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,6 +72,24 @@ impl Metrics {
         let watch_streams = Gauge::default();
         let cert_expiry = Family::<CertLabel, Gauge>::default();
         let checkpoint_age = Gauge::default();
+        let tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks_alive",
+            "Tokio tasks alive in the gateway's runtime (calls, streams, connections, jobs)",
+            tasks.clone(),
+        );
+        let handshake_refusals = Family::<ReasonLabel, Counter>::default();
+        // Every reason from the start, so an alert can compare against zero.
+        for r in signaalpoort_tls::HandshakeRefusal::ALL {
+            let _ = handshake_refusals.get_or_create(&ReasonLabel {
+                reason: r.reason().to_owned(),
+            });
+        }
+        registry.register(
+            "tls_handshake_refusals",
+            "TLS handshakes refused, by reason (certificate problem, protocol version, cipher suites, timeout)",
+            handshake_refusals.clone(),
+        );
         registry.register(
             "grpc_calls",
             "gRPC calls by method and status code",
@@ -119,8 +139,10 @@ impl Metrics {
             log_append_latency,
             watch_streams,
             cert_expiry,
+            handshake_refusals,
             last_checkpoint_unix: AtomicI64::new(0),
             checkpoint_age,
+            tasks,
         }
     }
 
@@ -142,6 +164,14 @@ impl Metrics {
         self.decisions
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn handshake_refused(&self, refusal: signaalpoort_tls::HandshakeRefusal) {
+        self.handshake_refusals
+            .get_or_create(&ReasonLabel {
+                reason: refusal.reason().to_owned(),
             })
             .inc();
     }
@@ -176,6 +206,10 @@ impl Metrics {
         let last = self.last_checkpoint_unix.load(Ordering::Relaxed);
         self.checkpoint_age
             .set(if last == 0 { -1 } else { now_unix - last });
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            self.tasks
+                .set(i64::try_from(handle.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

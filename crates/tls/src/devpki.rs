@@ -66,6 +66,12 @@ pub fn default_dev_agencies() -> Vec<DevAgency> {
     .collect()
 }
 
+/// The dev CA's CRL, in the PKI directory; `signaalpoort dev` configures it (`[tls] crls`).
+pub const DEV_CRL: &str = "crl.pem";
+
+/// Serial of `negative/revoked-client.pem`, listed on [`DEV_CRL`].
+pub const REVOKED_SERIAL: u64 = 5004;
+
 /// The OIN that no registry lists, used for the unknown-agency fixture.
 pub const UNKNOWN_OIN: &str = "00000099999999999999";
 
@@ -270,12 +276,41 @@ pub fn generate_dev_pki(
         "revoked-client",
         "Revoked Agency",
         first_oin,
-        5004,
+        REVOKED_SERIAL,
         now - Duration::days(1),
         now + Duration::days(365),
     )?;
-    write_crl(dir, &neg.join("crl-revoking.pem"), &[5004])?;
+    write_crl(dir, &neg.join("crl-revoking.pem"), &[REVOKED_SERIAL])?;
     write_crl(dir, &neg.join("crl-empty.pem"), &[])?;
+    issue_client_cert(
+        dir,
+        &neg,
+        "not-yet-valid-client",
+        "Future Agency",
+        first_oin,
+        5005,
+        now + Duration::days(30),
+        now + Duration::days(395),
+    )?;
+    // A certificate of the dev CA for server authentication only: no clientAuth usage.
+    let key = KeyPair::generate()?;
+    let mut params = client_params(
+        "Server-Only Agency",
+        first_oin,
+        5006,
+        now - Duration::days(1),
+        now + Duration::days(365),
+    )?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &dev_issuer(dir)?)?;
+    write(&neg.join("server-auth-only-client.pem"), &cert.pem(), false)?;
+    write(
+        &neg.join("server-auth-only-client.key"),
+        &key.serialize_pem(),
+        true,
+    )?;
+    // The CRL the dev configuration uses: the revoked fixture is on it.
+    write_crl(dir, &dir.join(DEV_CRL), &[REVOKED_SERIAL])?;
 
     Ok(DevPki {
         dir: dir.to_owned(),

@@ -4,10 +4,12 @@
 
 pub mod devpki;
 pub mod identity;
+pub mod refusal;
 pub mod server;
 
 pub use identity::{parse_peer_certificate, IdentityError, PeerCertificate};
+pub use refusal::HandshakeRefusal;
 pub use server::{
-    install_crypto_provider, spawn_reload_watcher, tls_incoming, ReloadableTls, TlsConnectInfo,
-    TlsConnection, TlsError, TlsFiles,
+    install_crypto_provider, spawn_reload_watcher, tls_incoming, tls_incoming_observed,
+    RefusalHook, ReloadableTls, TlsConnectInfo, TlsConnection, TlsError, TlsFiles,
 };

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use x509_parser::prelude::*;
 
 use crate::identity::{parse_peer_certificate, PeerCertificate};
+use crate::refusal::HandshakeRefusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -284,13 +285,27 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Accepts TCP connections and completes TLS handshakes concurrently (one silent client cannot
-/// stall the others), each within `handshake_timeout`, with the configuration current at accept
-/// time. Failed handshakes are logged and dropped, never yielded, so they cannot end the server.
+/// Told of every refused handshake (for metrics); called on the handshake's own task.
+pub type RefusalHook = Arc<dyn Fn(HandshakeRefusal) + Send + Sync>;
+
+/// [`tls_incoming_observed`] without anyone counting the refusals.
 pub fn tls_incoming(
     listener: TcpListener,
     tls: Arc<ReloadableTls>,
     handshake_timeout: Duration,
+) -> ReceiverStream<Result<TlsConnection, io::Error>> {
+    tls_incoming_observed(listener, tls, handshake_timeout, Arc::new(|_| {}))
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently (one silent client cannot
+/// stall the others), each within `handshake_timeout`, with the configuration current at accept
+/// time. Failed handshakes are logged, handed to `on_refused` with their reason, and dropped,
+/// never yielded, so they cannot end the server.
+pub fn tls_incoming_observed(
+    listener: TcpListener,
+    tls: Arc<ReloadableTls>,
+    handshake_timeout: Duration,
+    on_refused: RefusalHook,
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
@@ -312,6 +327,7 @@ pub fn tls_incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.current_config());
             let tx = tx.clone();
+            let on_refused = on_refused.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -333,8 +349,15 @@ pub fn tls_incoming(
                             }))
                             .await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%addr, error = %e, "tls handshake failed"),
-                    Err(_) => tracing::debug!(%addr, "tls handshake timed out"),
+                    Ok(Err(e)) => {
+                        let refusal = HandshakeRefusal::of(&e);
+                        tracing::debug!(%addr, error = %e, reason = refusal.reason(), "tls handshake refused");
+                        on_refused(refusal);
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "tls handshake timed out");
+                        on_refused(HandshakeRefusal::Timeout);
+                    }
                 }
             });
         }
