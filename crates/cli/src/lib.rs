@@ -314,14 +314,22 @@ async fn move_to_postgres(config: &std::path::Path, to: &str) -> anyhow::Result<
         "no checkpoint key at {}: is this the data directory of the deployment?",
         key_path.display()
     );
-    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(&key_path)?;
+    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(
+        &key_path,
+        &config.audit.log_origin,
+    )?;
+    let policy = signaalpoort_core::access_log::TrustPolicy {
+        log_key: (&signer as &dyn signaalpoort_core::access_log::CheckpointSigner).verifier_key(),
+        witnesses: Vec::new(),
+        quorum: 0,
+    };
     let report = signaalpoort_store::transfer::sqlite_to_postgres(&from, to).await?;
     for (table, rows) in &report.tables {
         println!("{table:<22} {rows:>10} rows");
     }
     let store =
         signaalpoort_store::Store::open(to, signaalpoort_store::StoreOptions::default()).await?;
-    let verified = store.verify_chain(signer.public_key()).await?;
+    let verified = store.verify_log(&policy, None).await?;
     store.close().await;
     match &verified.first_problem {
         None => {

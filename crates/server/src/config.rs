@@ -84,8 +84,11 @@ pub struct SignalsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    /// How often a checkpoint is signed over the chain head (also on shutdown).
+    /// How often a checkpoint is signed over the Merkle tree when it grew (also on shutdown).
     pub checkpoint_interval_secs: u64,
+    /// The log's name: the origin line of its checkpoints and the name of its key
+    /// (c2sp.org/tlog-checkpoint). Unique per deployment; no spaces, no '+'.
+    pub log_origin: String,
     /// How long access-log records are kept; independent of signal expiry.
     pub retention_days: u32,
     /// Alert when one actor touches more than this many distinct persons within the window.
@@ -153,6 +156,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             checkpoint_interval_secs: 300,
+            log_origin: "signaalpoort.local/access-log".to_owned(),
             retention_days: 7 * 365,
             unusual_volume_threshold: 50,
             unusual_volume_window_secs: 3600,
@@ -285,6 +289,15 @@ impl Config {
         }
         if self.audit.checkpoint_interval_secs == 0 {
             problems.push("audit.checkpoint_interval_secs must be at least 1".to_owned());
+        }
+        if self.audit.log_origin.is_empty()
+            || self
+                .audit
+                .log_origin
+                .chars()
+                .any(|c| c.is_whitespace() || c == '+')
+        {
+            problems.push("audit.log_origin must be a name without spaces or '+'".to_owned());
         }
         if self.audit.retention_days < 365 {
             problems.push("audit.retention_days must be at least 365".to_owned());

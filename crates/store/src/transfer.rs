@@ -20,6 +20,9 @@ const TABLES: &[&str] = &[
     "access_log_subjects",
     "checkpoints",
     "log_anchor",
+    // The Merkle tree and its signed, cosigned checkpoints (issue 14).
+    "log_tree",
+    "log_checkpoints",
     "alerts",
     "notification_cursors",
     "coordinations",

@@ -210,12 +210,15 @@ impl AuditService for Audit {
                         checkpoints: cps
                             .iter()
                             .map(|c| pb::Checkpoint {
-                                tree_size: c.body.tree_size,
-                                head_hash: hex::encode(c.body.head_hash),
-                                time: Some(ts(c.body.time)),
-                                signature: base64::engine::general_purpose::STANDARD
-                                    .encode(&c.signature),
-                                note: c.body.note(),
+                                tree_size: c.tree_size,
+                                head_hash: hex::encode(c.root),
+                                time: None,
+                                signature: c
+                                    .signature_lines()
+                                    .into_iter()
+                                    .find(|l| l.starts_with(&format!("\u{2014} {} ", c.origin)))
+                                    .unwrap_or_default(),
+                                note: c.to_text(),
                             })
                             .collect(),
                     })
@@ -238,7 +241,8 @@ impl AuditService for Audit {
                     Ok(pb::GetPublicKeyResponse {
                         ed25519_public_key: base64::engine::general_purpose::STANDARD
                             .encode(gw.signer.public_key()),
-                        key_id: gw.signer.key_id().to_owned(),
+                        key_id: format!("{:08x}", gw.signer.key_id()),
+                        verifier_key: gw.signer.verifier_key(),
                     })
                 },
             )
@@ -402,6 +406,8 @@ async fn alert_loop(
                     kind: match a.kind {
                         AlertKind::SafetyBasisUsed => pb::AlertKind::SafetyBasisUsed,
                         AlertKind::UnusualVolume => pb::AlertKind::UnusualVolume,
+                        AlertKind::AccessLogFault => pb::AlertKind::AccessLogFault,
+                        AlertKind::WitnessRefused => pb::AlertKind::WitnessRefused,
                     } as i32,
                     time: Some(ts(a.time)),
                     agency_oin: a.agency_oin,
