@@ -27,6 +27,8 @@ pub struct Gateway {
     /// Why the access log cannot be vouched for (tree inconsistent with the last checkpoint,
     /// records altered): while set, no checkpoint is signed and `/readyz` says why.
     pub log_fault: Mutex<Option<String>>,
+    /// The configured witnesses (see `witness`).
+    pub witnesses: Vec<crate::witness::WitnessPeer>,
     pub clock: Arc<dyn Clock>,
     pub config: Config,
     /// For per-call revocation checks; `None` only in tests that bypass TLS.
@@ -79,8 +81,19 @@ impl Gateway {
         let now = self.clock.now();
         match self.store.checkpoint(self.signer.as_ref(), now).await {
             Ok(written) => {
-                if written.is_some() {
+                if let Some(cp) = &written {
                     self.metrics.checkpoint_written(now.unix_timestamp());
+                    if !self.witnesses.is_empty() {
+                        let cosigned = crate::witness::collect_cosignatures(self, cp).await;
+                        if cosigned < self.witness_quorum() {
+                            tracing::warn!(
+                                size = cp.tree_size,
+                                cosigned,
+                                quorum = self.witness_quorum(),
+                                "checkpoint not witnessed by a quorum"
+                            );
+                        }
+                    }
                 }
                 Ok(written.is_some())
             }
@@ -89,6 +102,28 @@ impl Gateway {
                 Err(signaalpoort_store::StoreError::TreeInconsistent(why))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// How many witnesses must cosign (default: all configured).
+    pub fn witness_quorum(&self) -> usize {
+        self.config
+            .audit
+            .witness_quorum
+            .unwrap_or(self.witnesses.len())
+    }
+
+    /// Alerts the auditors that a witness refused a checkpoint or cannot be reached.
+    pub async fn witness_alert(&self, witness: &str, why: &str) {
+        tracing::error!(witness, reason = why, "witness did not cosign");
+        let mut record = crate::system_record(self.now(), "WitnessRefused", "WITNESS_REFUSED");
+        record.decision = signaalpoort_core::access_log::DecisionCode::Deny;
+        let alert = AlertDraft {
+            kind: AlertKind::WitnessRefused,
+            detail: format!("witness {witness}: {why}"),
+        };
+        if let Err(e) = self.store.log_only(record, vec![alert]).await {
+            tracing::error!(error = %e, "could not record the witness refusal");
         }
     }
 

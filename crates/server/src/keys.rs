@@ -74,6 +74,14 @@ pub fn load_or_create_checkpoint_key(
     })
 }
 
+/// Loads a key file, creating it owner-only from `generate` when absent (also for a witness key).
+pub fn load_or_create_raw(
+    path: &Path,
+    generate: impl FnOnce() -> Result<Vec<u8>, KeyError>,
+) -> Result<Vec<u8>, KeyError> {
+    load_or_create(path, generate)
+}
+
 fn load_or_create(
     path: &Path,
     generate: impl FnOnce() -> Result<Vec<u8>, KeyError>,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod registry;
 pub mod report;
 pub mod services;
+pub mod witness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,6 +143,16 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         pseudonyms,
         signer,
         log_fault: std::sync::Mutex::new(None),
+        witnesses: config
+            .audit
+            .witnesses
+            .iter()
+            .filter_map(|w| {
+                signaalpoort_core::access_log::WitnessKey::parse(&w.key)
+                    .ok()
+                    .map(|k| witness::WitnessPeer::new(w.url.clone(), k))
+            })
+            .collect(),
         clock,
         volume: gateway::VolumeMonitor::new(
             config.audit.unusual_volume_threshold,

@@ -43,6 +43,7 @@ pub struct Metrics {
     cert_expiry: Family<CertLabel, Gauge>,
     last_checkpoint_unix: AtomicI64,
     checkpoint_age: Gauge,
+    checkpoint_cosignatures: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,6 +71,7 @@ impl Metrics {
         let watch_streams = Gauge::default();
         let cert_expiry = Family::<CertLabel, Gauge>::default();
         let checkpoint_age = Gauge::default();
+        let checkpoint_cosignatures = Gauge::default();
         registry.register(
             "grpc_calls",
             "gRPC calls by method and status code",
@@ -110,6 +112,11 @@ impl Metrics {
             "Seconds since the last signed checkpoint",
             checkpoint_age.clone(),
         );
+        registry.register(
+            "checkpoint_cosignatures",
+            "Witness cosignatures collected for the newest checkpoint",
+            checkpoint_cosignatures.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -121,6 +128,7 @@ impl Metrics {
             cert_expiry,
             last_checkpoint_unix: AtomicI64::new(0),
             checkpoint_age,
+            checkpoint_cosignatures,
         }
     }
 
@@ -165,6 +173,10 @@ impl Metrics {
                 certificate: which.to_owned(),
             })
             .set(unix);
+    }
+
+    pub fn checkpoint_cosigned(&self, cosignatures: u64) {
+        self.checkpoint_cosignatures.set(cosignatures as i64);
     }
 
     pub fn checkpoint_written(&self, unix: i64) {

@@ -8,6 +8,7 @@ mod note;
 mod record;
 pub mod tree;
 mod verify;
+pub mod witness;
 
 pub use note::{
     CheckpointSigner, CheckpointVerdict, Cosigner, Ed25519FileSigner, NoteError, SignedCheckpoint,
