@@ -194,6 +194,17 @@ async fn every_rpc_writes_exactly_one_record(backend: Backend) {
     );
     one_record!(
         gw,
+        "ProveAccessRecord",
+        wij.audit
+            .prove_access_record(pb::ProveAccessRecordRequest {
+                seq: 1,
+                old_tree_size: 0,
+            })
+            .await
+            .unwrap_err()
+    );
+    one_record!(
+        gw,
         "CitizenReport",
         auditor
             .audit

@@ -16,6 +16,6 @@ pub use note::{
 };
 pub use record::{chain_hash, AccessRecord, DecisionCode, RecordDraft, RecordError, GENESIS_HASH};
 pub use verify::{
-    export_lines, retention_object_id, verify_export, ChainStart, LogVerifier, Problem,
-    ProblemKind, VerifyInput, VerifyReport, RETENTION_ACTION,
+    export_lines, retention_object_id, verify_export, verify_inclusion, ChainStart, LogVerifier,
+    Problem, ProblemKind, VerifyInput, VerifyReport, RETENTION_ACTION,
 };

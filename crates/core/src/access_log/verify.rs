@@ -416,6 +416,52 @@ impl LogVerifier {
     }
 }
 
+/// Checks an agency's receipt offline: the record line is intact, its leaf is in the checkpoint's
+/// tree by the inclusion proof, and the checkpoint is one the policy accepts (witnessed when it
+/// requires witnesses). Returns the record's seq.
+pub fn verify_inclusion(
+    line: &[u8],
+    checkpoint: &SignedCheckpoint,
+    proof: &[NodeHash],
+    policy: &TrustPolicy,
+) -> Result<u64, String> {
+    let parts = split_line(line).ok_or("not an export line")?;
+    if chain_hash(parts.record) != parts.hash {
+        return Err(format!(
+            "record {}: content does not match its hash",
+            parts.seq
+        ));
+    }
+    let verdict = policy.check(checkpoint);
+    if !matches!(verdict, CheckpointVerdict::Valid { .. }) {
+        return Err(format!(
+            "checkpoint at {}: {verdict:?}",
+            checkpoint.tree_size
+        ));
+    }
+    if !policy.is_witnessed(&verdict) {
+        return Err(format!(
+            "checkpoint at {} lacks the witness cosignatures the policy requires",
+            checkpoint.tree_size
+        ));
+    }
+    let index = parts.seq.checked_sub(1).ok_or("record 0 does not exist")?;
+    super::tree::check_inclusion(
+        proof,
+        checkpoint.tree_size,
+        &checkpoint.root,
+        index,
+        &leaf_hash(&parts.hash),
+    )
+    .map_err(|_| {
+        format!(
+            "record {} is not in the tree of checkpoint {}",
+            parts.seq, checkpoint.tree_size
+        )
+    })?;
+    Ok(parts.seq)
+}
+
 /// Verifies export lines against the checkpoints under a trust policy.
 pub fn verify_export<'a>(
     lines: impl IntoIterator<Item = &'a [u8]>,
