@@ -192,8 +192,18 @@ fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
 
 // ---- the gateway's side ----
 
-/// One POST; the status and body of the answer.
+/// How long one submission to a witness may take; a witness that does not answer must not hold
+/// up checkpointing or shutdown.
+const WITNESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One POST, bounded by [`WITNESS_TIMEOUT`]; the status and body of the answer.
 async fn post(url: &str, body: Vec<u8>) -> Result<(u16, String), String> {
+    tokio::time::timeout(WITNESS_TIMEOUT, post_unbounded(url, body))
+        .await
+        .map_err(|_| format!("witness {url} did not answer within {WITNESS_TIMEOUT:?}"))?
+}
+
+async fn post_unbounded(url: &str, body: Vec<u8>) -> Result<(u16, String), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("bad witness url {url}: {e}"))?;

@@ -313,6 +313,9 @@ impl Store {
         policy: &TrustPolicy,
         trusted: Option<&SignedCheckpoint>,
     ) -> Result<VerifyReport, StoreError> {
+        // Read before the records: on a running gateway both only grow, so a tree longer than
+        // the records read after it means records were removed.
+        let tree_size = self.backend.tree_size().await?;
         let checkpoints = self.backend.checkpoints(u32::MAX).await?;
         let start = match self.backend.log_anchor().await? {
             Some((seq, hash)) => {
@@ -356,7 +359,6 @@ impl Store {
             }
         }
         let mut report = verifier.finish();
-        let tree_size = self.backend.tree_size().await?;
         if tree_size > report.records && report.first_problem.is_none() {
             report.first_problem = Some(signaalpoort_core::access_log::Problem {
                 line: 0,

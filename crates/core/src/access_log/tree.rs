@@ -154,34 +154,27 @@ impl Frontier {
     }
 }
 
+/// A hash reader as a function (what [`indexes_read`] hands a tlog computation).
+type ReadFn<'a> = dyn Fn(&[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> + 'a;
+
 /// The stored-hash indexes a tlog computation reads, found by running it once against a reader
 /// that only records. Every tlog prover reads in one call, so a store can fetch exactly those rows
-/// and run it again over them ([`with_hashes`]).
-pub fn indexes_read<T>(
-    run: impl Fn(&dyn Fn(&[u64]) -> Result<Vec<Hash>, tlog_tiles::Error>) -> T,
-) -> Vec<u64> {
+/// and run the real computation over them.
+fn indexes_read<T>(run: impl Fn(&ReadFn<'_>) -> T) -> Vec<u64> {
     let seen = RefCell::new(Vec::new());
-    let _ = run(&|indexes| {
+    let _ = run(&|indexes: &[u64]| {
         seen.borrow_mut().extend_from_slice(indexes);
         Err(tlog_tiles::Error::IndexesNotInTree)
     });
     seen.into_inner()
 }
 
-struct FnReader<'a>(&'a dyn Fn(&[u64]) -> Result<Vec<Hash>, tlog_tiles::Error>);
+struct FnReader<'a, 'b>(&'a ReadFn<'b>);
 
-impl HashReader for FnReader<'_> {
+impl HashReader for FnReader<'_, '_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
         (self.0)(indexes)
     }
-}
-
-/// Runs a computation over the hashes a store fetched.
-pub fn with_hashes<T>(
-    hashes: &BTreeMap<u64, NodeHash>,
-    run: impl Fn(&dyn Fn(&[u64]) -> Result<Vec<Hash>, tlog_tiles::Error>) -> T,
-) -> T {
-    run(&|indexes| MapReader(hashes).read_hashes(indexes))
 }
 
 /// The indexes an inclusion proof of leaf `index` in a tree of `size` reads.
