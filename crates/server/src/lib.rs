@@ -308,9 +308,10 @@ async fn check_log_at_start(gw: &Gateway) {
 
 fn spawn_checkpoints(gw: Arc<Gateway>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(
-            gw.config.audit.checkpoint_interval_secs,
-        ));
+        // The first after one interval: the log was just verified at start, and a checkpoint
+        // signed at an unpredictable moment right after start helps no one.
+        let period = Duration::from_secs(gw.config.audit.checkpoint_interval_secs);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             if let Err(e) = gw.write_checkpoint().await {
