@@ -31,9 +31,27 @@ pub enum TreeError {
     BadSizes(String),
 }
 
-/// The leaf of a record, from the record's own hash.
+/// The leaf of a record, from the record's own hash: SHA-256(0x00 || hash) (RFC 6962).
 pub fn leaf_hash(record_hash: &[u8; 32]) -> NodeHash {
-    tlog_tiles::record_hash(record_hash).0
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&[0x00]);
+    ctx.update(record_hash);
+    digest32(ctx)
+}
+
+/// An interior node: SHA-256(0x01 || left || right) (RFC 6962).
+pub fn node_hash(left: &NodeHash, right: &NodeHash) -> NodeHash {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&[0x01]);
+    ctx.update(left);
+    ctx.update(right);
+    digest32(ctx)
+}
+
+fn digest32(ctx: ring::digest::Context) -> NodeHash {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// The stored-hash indexes the root of a tree of `size` leaves is computed from (its frontier).
@@ -54,12 +72,15 @@ pub fn size_from_max_index(max: u64) -> u64 {
     ((index << level) | ((1u64 << level) - 1)) + 1
 }
 
-/// The roots of the complete subtrees on the tree's right edge: enough to append and to compute
-/// the root, without the rest of the tree.
+/// The roots of the complete subtrees on the tree's right edge, largest (leftmost) first:
+/// enough to append and to compute the root, without the rest of the tree. Appending costs one
+/// hash per completed subtree and allocates nothing ([`Frontier::push_leaf`]), so verifying a long
+/// log costs little more than hashing its records. Its roots and stored hashes are checked
+/// against `tlog_tiles` and against RFC 6962's definition in the tests below.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Frontier {
     size: u64,
-    nodes: BTreeMap<u64, NodeHash>,
+    nodes: Vec<NodeHash>,
 }
 
 struct MapReader<'a>(&'a BTreeMap<u64, NodeHash>);
@@ -86,17 +107,16 @@ impl Frontier {
 
     /// A tree of `size` leaves from its frontier hashes, in [`frontier_indexes`] order.
     pub fn from_hashes(size: u64, hashes: &[NodeHash]) -> Result<Self, TreeError> {
-        let indexes = frontier_indexes(size);
-        if indexes.len() != hashes.len() {
+        let wanted = frontier_indexes(size).len();
+        if wanted != hashes.len() {
             return Err(TreeError::BadSizes(format!(
-                "a tree of {size} needs {} frontier hashes, got {}",
-                indexes.len(),
+                "a tree of {size} needs {wanted} frontier hashes, got {}",
                 hashes.len()
             )));
         }
         Ok(Frontier {
             size,
-            nodes: indexes.into_iter().zip(hashes.iter().copied()).collect(),
+            nodes: hashes.to_vec(),
         })
     }
 
@@ -106,7 +126,7 @@ impl Frontier {
 
     /// The frontier hashes in [`frontier_indexes`] order (what [`Frontier::from_hashes`] takes).
     pub fn hashes(&self) -> Vec<NodeHash> {
-        self.nodes.values().copied().collect()
+        self.nodes.clone()
     }
 
     /// Appends the record with this hash; returns the stored hashes it adds, `(index, hash)`.
@@ -114,43 +134,44 @@ impl Frontier {
         self.append_leaf(leaf_hash(record_hash))
     }
 
-    /// Appends a leaf hash; returns the stored hashes it adds, `(index, hash)`.
+    /// Appends a leaf hash; returns the stored hashes it adds, `(index, hash)`: the leaf at
+    /// `stored_hash_index(0, n)` and each subtree it completes at the next indexes.
     pub fn append_leaf(&mut self, leaf: NodeHash) -> Vec<(u64, NodeHash)> {
-        let n = self.size;
-        let base = tlog_tiles::stored_hash_index(0, n);
-        // The subtrees the new leaf completes consume the frontier nodes to their left; tlog
-        // reads exactly those (all present: the frontier holds every complete right-edge root).
-        let consumed = (n + 1).trailing_zeros() as u64;
-        let stored =
-            match tlog_tiles::stored_hashes_for_record_hash(n, Hash(leaf), &MapReader(&self.nodes))
-            {
-                Ok(s) => s,
-                // Unreachable: the frontier always holds the nodes tlog asks for.
-                Err(_) => return Vec::new(),
-            };
-        for level in 0..consumed {
-            self.nodes.remove(&tlog_tiles::stored_hash_index(
-                level as u8,
-                (n >> level) - 1,
-            ));
+        let base = tlog_tiles::stored_hash_index(0, self.size);
+        let mut out = vec![(base, leaf)];
+        let mut h = leaf;
+        let mut k = self.size;
+        while k & 1 == 1 {
+            let Some(left) = self.nodes.pop() else { break };
+            h = node_hash(&left, &h);
+            out.push((base + out.len() as u64, h));
+            k >>= 1;
         }
-        let out: Vec<(u64, NodeHash)> = stored
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (base + i as u64, h.0))
-            .collect();
-        if let Some(&(index, hash)) = out.last() {
-            self.nodes.insert(index, hash);
-        }
-        self.size = n + 1;
+        self.nodes.push(h);
+        self.size += 1;
         out
+    }
+
+    /// Appends a leaf hash without reporting the stored hashes (the verifier's path).
+    pub fn push_leaf(&mut self, leaf: NodeHash) {
+        let mut h = leaf;
+        let mut k = self.size;
+        while k & 1 == 1 {
+            let Some(left) = self.nodes.pop() else { break };
+            h = node_hash(&left, &h);
+            k >>= 1;
+        }
+        self.nodes.push(h);
+        self.size += 1;
     }
 
     /// The root hash of the tree (RFC 6962 MTH).
     pub fn root(&self) -> NodeHash {
-        tlog_tiles::tree_hash(self.size, &MapReader(&self.nodes))
-            .map(|h| h.0)
-            .unwrap_or(EMPTY_ROOT)
+        let mut iter = self.nodes.iter().rev();
+        let Some(last) = iter.next() else {
+            return EMPTY_ROOT;
+        };
+        iter.fold(*last, |right, left| node_hash(left, &right))
     }
 }
 
@@ -310,6 +331,12 @@ mod tests {
         assert_eq!(f.root(), EMPTY_ROOT);
         for i in 0..70u8 {
             let record = [i; 32];
+            // Our hashing is tlog's (RFC 6962).
+            assert_eq!(leaf_hash(&record), tlog_tiles::record_hash(&record).0);
+            assert_eq!(
+                node_hash(&record, &[1; 32]),
+                tlog_tiles::node_hash(Hash(record), Hash([1; 32])).0
+            );
             leaves.push(leaf_hash(&record));
             stored.extend(f.append(&record));
             assert_eq!(

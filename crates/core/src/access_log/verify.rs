@@ -349,7 +349,7 @@ impl LogVerifier {
                 self.retention_pending = None;
             }
         }
-        self.frontier.append_leaf(leaf);
+        self.frontier.push_leaf(leaf);
         self.report.records = parts.seq;
         self.report.head_hash = parts.hash;
         while self.expected.front().is_some_and(|e| e.size == parts.seq) {
