@@ -1,20 +1,31 @@
-//! Checkpoint parsing as `audit verify` reads it: the signed note and its JSON envelope. Never
-//! panic; what parses re-serialises to a note that parses to the same checkpoint.
-//! (This is today's note format; the C2SP signed-note parsers get targets of their own.)
+//! Checkpoint parsing as `audit verify` and a witness read it: a c2sp.org/tlog-checkpoint in a
+//! signed note, witness keys, and cosignature lines added to a note. Never panic; what parses
+//! re-serialises to a note that parses to the same checkpoint, and checking it under a policy
+//! is an answer, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use signaalpoort_core::access_log::{CheckpointBody, SignedCheckpoint};
+use signaalpoort_core::access_log::{SignedCheckpoint, TrustPolicy, WitnessKey};
 
-fuzz_target!(|input: &str| {
-    if let Ok(body) = CheckpointBody::parse_note(input) {
-        let again = CheckpointBody::parse_note(&body.note()).expect("own note parses");
-        assert_eq!(again, body);
+fuzz_target!(|input: &[u8]| {
+    if let Ok(cp) = SignedCheckpoint::parse(input) {
+        let again = SignedCheckpoint::parse(cp.to_bytes()).expect("own note parses");
+        assert_eq!(again, cp);
+        let policy = TrustPolicy {
+            log_key: "example.com/log+5f3c2b1a+AXKlIlPGAkJSxnVKkqIMnwSmAZvXmYI2wVtwwG4DHsEz".into(),
+            witnesses: Vec::new(),
+            quorum: 0,
+        };
+        let _ = policy.check(&cp);
+        let mut more = cp.clone();
+        // The input's own signature lines, added again, leave a parseable note.
+        let lines = cp.signature_lines().join("\n");
+        if more.add_signature_lines(lines.as_bytes()).is_ok() {
+            SignedCheckpoint::parse(more.to_bytes()).expect("note with added lines parses");
+        }
     }
-    if let Ok(signed) = SignedCheckpoint::from_json(input) {
-        let again = SignedCheckpoint::from_json(&signed.to_json()).expect("own json parses");
-        assert_eq!(again, signed);
-        // Verification of arbitrary keys and signatures is an answer, never a panic.
-        let _ = signed.verify(&[7u8; 32]);
-        let _ = signed.verify(&signed.signature);
+    if let Ok(text) = std::str::from_utf8(input) {
+        if let Ok(key) = WitnessKey::parse(text) {
+            assert_eq!(WitnessKey::parse(&key.verifier_key()).ok(), Some(key));
+        }
     }
 });

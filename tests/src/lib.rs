@@ -493,18 +493,41 @@ pub async fn verify_stored_chain(
     database_url: &str,
     data_dir: &Path,
 ) -> signaalpoort_core::access_log::VerifyReport {
+    // Read-only, as an officer's verifier opens it: a writable open would rebuild a cut tree.
+    let store = signaalpoort_store::Store::open(
+        database_url,
+        signaalpoort_store::StoreOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("store opens");
+    let report = store
+        .verify_log(&own_policy(data_dir), None)
+        .await
+        .expect("log readable");
+    store.close().await;
+    report
+}
+
+/// The gateway's checkpoint key under the default origin, as an officer would configure it.
+pub fn log_key(data_dir: &Path) -> String {
     let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(
         &signaalpoort_server::keys::checkpoint_key_path(data_dir),
+        "signaalpoort.local/access-log",
     )
     .expect("checkpoint key");
-    let store =
-        signaalpoort_store::Store::open(database_url, signaalpoort_store::StoreOptions::default())
-            .await
-            .expect("store opens");
-    store
-        .verify_chain(signer.public_key())
-        .await
-        .expect("chain readable")
+    (&signer as &dyn signaalpoort_core::access_log::CheckpointSigner).verifier_key()
+}
+
+/// Trust in the gateway's own key alone (no witnesses).
+pub fn own_policy(data_dir: &Path) -> signaalpoort_core::access_log::TrustPolicy {
+    signaalpoort_core::access_log::TrustPolicy {
+        log_key: log_key(data_dir),
+        witnesses: Vec::new(),
+        quorum: 0,
+    }
 }
 
 /// Calls with a raw request body, as a client that does not speak the contract (or an attacker)

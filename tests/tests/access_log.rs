@@ -194,6 +194,17 @@ async fn every_rpc_writes_exactly_one_record(backend: Backend) {
     );
     one_record!(
         gw,
+        "ProveAccessRecord",
+        wij.audit
+            .prove_access_record(pb::ProveAccessRecordRequest {
+                seq: 1,
+                old_tree_size: 0,
+            })
+            .await
+            .unwrap_err()
+    );
+    one_record!(
+        gw,
         "CitizenReport",
         auditor
             .audit
@@ -383,13 +394,42 @@ async fn export_verifies_offline_and_checkpoints_are_signed(backend: Backend) {
         format: signaalpoort_cli::audit::ExportFormat::Jsonl,
     };
     signaalpoort_cli::audit::run(args).await.unwrap();
-    let code = signaalpoort_cli::audit::verify(
-        &out,
-        &out.with_extension("checkpoints.jsonl"),
-        &out.with_extension("pubkey").display().to_string(),
-    )
-    .unwrap();
-    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    // The export's own key file names the same key the officer configures.
+    assert_eq!(
+        std::fs::read_to_string(out.with_extension("pubkey"))
+            .unwrap()
+            .trim(),
+        log_key(&env.data())
+    );
+    let args = signaalpoort_cli::audit::VerifyArgs {
+        export: Some(out.clone()),
+        checkpoints: Some(out.with_extension("checkpoints.jsonl")),
+        log_key: log_key(&env.data()),
+        ..Default::default()
+    };
+    // The record after the checkpoint is intact but not yet covered: exit 3, not 0.
+    let code = signaalpoort_cli::audit::verify(&args).await.unwrap();
+    assert_eq!(code, std::process::ExitCode::from(3));
+    let policy = own_policy(&env.data());
+    let checkpoints =
+        signaalpoort_cli::audit::read_checkpoints(&out.with_extension("checkpoints.jsonl"))
+            .unwrap();
+    let data = std::fs::read(&out).unwrap();
+    let input = signaalpoort_core::access_log::VerifyInput {
+        policy: &policy,
+        checkpoints: &checkpoints,
+        trusted: None,
+        start: signaalpoort_core::access_log::ChainStart::Genesis,
+    };
+    let report = signaalpoort_core::access_log::verify_export(
+        signaalpoort_core::access_log::export_lines(&data),
+        &input,
+    );
+    assert!(report.is_ok(), "{:?}", report.first_problem);
+    // The checkpoint covers the 20 registrations; what came after is intact and counted.
+    assert_eq!(report.covered_through(), 20);
+    assert!(report.records >= 21);
+    assert_eq!(report.uncovered(), report.records - 20);
     // Altering one byte of one exported record is caught and named.
     let text = std::fs::read_to_string(&out).unwrap();
     let tampered = text.replacen(
@@ -404,8 +444,7 @@ async fn export_verifies_offline_and_checkpoints_are_signed(backend: Backend) {
             .unwrap()
             .split(|b| *b == b'\n')
             .collect::<Vec<_>>(),
-        &[],
-        &[],
+        &input,
     );
     let problem = report.first_problem.expect("tampering detected");
     assert_eq!(problem.seq, Some(1));

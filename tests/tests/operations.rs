@@ -447,7 +447,7 @@ async fn sigterm_during_calls_loses_none_and_writes_the_final_checkpoint(backend
     let (records, _) = store.read().head().await.unwrap();
     let newest = store.read().checkpoints(1).await.unwrap().remove(0);
     assert_eq!(
-        newest.body.tree_size, records,
+        newest.tree_size, records,
         "the final checkpoint covers the whole log"
     );
     store.close().await;

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use base64::Engine;
 use clap::{Args, Subcommand};
 use signaalpoort_api::v1 as pb;
 use signaalpoort_core::access_log::{
-    export_lines, verify_export_from, AccessRecord, ChainStart, SignedCheckpoint,
+    export_lines, verify_export, AccessRecord, ChainStart, SignedCheckpoint, TrustPolicy,
+    VerifyInput, VerifyReport, WitnessKey,
 };
 use tokio_stream::StreamExt;
 
@@ -90,18 +90,43 @@ pub enum AuditCommand {
         #[arg(long)]
         html: bool,
     },
-    /// Verify an export offline against signed checkpoints; names the first bad record.
-    Verify {
-        /// JSON-lines export.
-        #[arg(long)]
-        export: PathBuf,
-        /// Checkpoints file written by `export` (one JSON object per line).
-        #[arg(long)]
-        checkpoints: PathBuf,
-        /// Public key file written by `export` (base64 Ed25519), or the base64 itself.
-        #[arg(long)]
-        public_key: String,
-    },
+    /// Verify the access log — an export offline, or a live database read-only — against signed,
+    /// witnessed checkpoints; names the first bad record. Exit 0: intact and covered by
+    /// checkpoints; 2: tampering found; 3: intact, but records after the newest accepted
+    /// checkpoint are not yet covered (the count is printed).
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct VerifyArgs {
+    /// JSON-lines export (from `audit export`).
+    #[arg(
+        long,
+        conflicts_with = "database",
+        required_unless_present = "database"
+    )]
+    pub export: Option<PathBuf>,
+    /// Checkpoints file written by `export` (one `{"note": …}` per line).
+    #[arg(long, requires = "export")]
+    pub checkpoints: Option<PathBuf>,
+    /// Verify a live database instead (sqlite://PATH or postgres://…), read-only.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// The log's verifier key (`origin+id+base64`), or a file holding it. Take it from your own
+    /// configuration, not from beside the export: a key shipped with the data proves nothing.
+    #[arg(long, alias = "public-key")]
+    pub log_key: String,
+    /// A witness's verifier key (`name+id+base64`), or a file with one per line; repeatable.
+    #[arg(long = "witness")]
+    pub witnesses: Vec<String>,
+    /// How many of the witnesses must have cosigned a checkpoint for it to count (default: all
+    /// given, at least 1 when any is given).
+    #[arg(long)]
+    pub quorum: Option<usize>,
+    /// A checkpoint a witness holds as its latest (its state file, a signed note): the log must
+    /// reach it, with the same tree.
+    #[arg(long)]
+    pub trusted: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -192,11 +217,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let cp_path = out.with_extension("checkpoints.jsonl");
             let mut cp_file = std::fs::File::create(&cp_path)?;
             for cp in &cps.checkpoints {
-                writeln!(
-                    cp_file,
-                    "{}",
-                    serde_json::json!({"note": cp.note, "signature": cp.signature})
-                )?;
+                writeln!(cp_file, "{}", serde_json::json!({ "note": cp.note }))?;
             }
             let key = c
                 .audit
@@ -204,7 +225,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             let key_path = out.with_extension("pubkey");
-            std::fs::write(&key_path, format!("{}\n", key.ed25519_public_key))?;
+            std::fs::write(&key_path, format!("{}\n", key.verifier_key))?;
             println!("exported {n} records to {}", out.display());
             println!(
                 "checkpoints: {} ({} signed)",
@@ -216,7 +237,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 key_path.display(),
                 key.key_id
             );
-            println!("verify with: signaalpoort audit verify --export {} --checkpoints {} --public-key {}", out.display(), cp_path.display(), key_path.display());
+            println!("verify with: signaalpoort audit verify --export {} --checkpoints {} --log-key <the log key from your own configuration> --witness <each witness key>", out.display(), cp_path.display());
         }
         AuditCommand::Report {
             conn,
@@ -241,90 +262,172 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 .into_inner();
             print!("{}", resp.content);
         }
-        AuditCommand::Verify {
-            export,
-            checkpoints,
-            public_key,
-        } => return verify(&export, &checkpoints, &public_key),
+        AuditCommand::Verify(args) => return verify(&args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Offline verification; exit code 0 only when everything checks out.
-pub fn verify(
-    export: &std::path::Path,
-    checkpoints: &std::path::Path,
-    public_key: &str,
-) -> anyhow::Result<ExitCode> {
-    let key_text = if std::path::Path::new(public_key).exists() {
-        std::fs::read_to_string(public_key)?
+fn key_text(arg: &str) -> anyhow::Result<String> {
+    Ok(if std::path::Path::new(arg).exists() {
+        std::fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?
     } else {
-        public_key.to_owned()
+        arg.to_owned()
+    })
+}
+
+/// The trust policy from the officer's own keys.
+pub fn policy(args: &VerifyArgs) -> anyhow::Result<TrustPolicy> {
+    let log_key = key_text(&args.log_key)?.trim().to_owned();
+    let mut witnesses = Vec::new();
+    for w in &args.witnesses {
+        for line in key_text(w)?.lines().filter(|l| !l.trim().is_empty()) {
+            witnesses.push(WitnessKey::parse(line)?);
+        }
+    }
+    let quorum = args.quorum.unwrap_or(witnesses.len());
+    anyhow::ensure!(
+        quorum <= witnesses.len(),
+        "--quorum {quorum} is more than the {} witness key(s) given",
+        witnesses.len()
+    );
+    anyhow::ensure!(
+        witnesses.is_empty() || quorum > 0,
+        "--quorum 0 with witnesses given would ignore them"
+    );
+    let policy = TrustPolicy {
+        log_key,
+        witnesses,
+        quorum,
     };
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(key_text.trim())
-        .context("public key must be base64 (as written by `audit export`)")?;
+    policy.log_verifier().context("--log-key")?;
+    Ok(policy)
+}
+
+/// Reads a checkpoints file: JSON lines `{"note": "<signed note>"}` (as `export` writes).
+pub fn read_checkpoints(path: &std::path::Path) -> anyhow::Result<Vec<SignedCheckpoint>> {
     let mut cps = Vec::new();
-    for (i, line) in std::fs::read_to_string(checkpoints)?.lines().enumerate() {
+    for (i, line) in std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .lines()
+        .enumerate()
+    {
         if line.trim().is_empty() {
             continue;
         }
-        cps.push(SignedCheckpoint::from_json(line).with_context(|| {
-            format!(
-                "{} line {}: malformed checkpoint",
-                checkpoints.display(),
-                i + 1
-            )
-        })?);
+        let bad = || format!("{} line {}: malformed checkpoint", path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).with_context(bad)?;
+        let note = v["note"].as_str().with_context(bad)?;
+        cps.push(SignedCheckpoint::parse(note.as_bytes()).with_context(bad)?);
     }
-    let data = std::fs::read(export).with_context(|| format!("reading {}", export.display()))?;
+    Ok(cps)
+}
+
+/// `audit verify`: exit 0 only when intact and covered; 2 on tampering; 3 when records are
+/// not yet covered by an accepted checkpoint.
+pub async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let policy = policy(args)?;
+    let trusted = match &args.trusted {
+        Some(path) => Some(
+            SignedCheckpoint::parse(&std::fs::read(path)?)
+                .with_context(|| format!("{}: not a signed checkpoint", path.display()))?,
+        ),
+        None => None,
+    };
     let started = Instant::now();
-    // After retention an export starts later than record 1; it is then verified from there on,
-    // authenticated by the signed checkpoints after that point. Said out loud below.
-    let report = verify_export_from(export_lines(&data), &cps, &key, ChainStart::FirstLine);
-    let first_seq = export_lines(&data)
-        .find(|l| !l.is_empty())
-        .and_then(|l| std::str::from_utf8(l).ok())
-        .and_then(AccessRecord::from_export_line)
-        .map_or(1, |r| r.seq);
+    let (report, data) = match (&args.export, &args.database) {
+        (Some(export), _) => {
+            let cp_path = args
+                .checkpoints
+                .clone()
+                .unwrap_or_else(|| export.with_extension("checkpoints.jsonl"));
+            let cps = read_checkpoints(&cp_path)?;
+            let data =
+                std::fs::read(export).with_context(|| format!("reading {}", export.display()))?;
+            // An export holds no retention anchor: one that starts after record 1 is reported.
+            let report = verify_export(
+                export_lines(&data),
+                &VerifyInput {
+                    policy: &policy,
+                    checkpoints: &cps,
+                    trusted: trusted.as_ref(),
+                    start: ChainStart::Genesis,
+                },
+            );
+            (report, Some(data))
+        }
+        (None, Some(url)) => {
+            let store = signaalpoort_store::Store::open(
+                url,
+                signaalpoort_store::StoreOptions {
+                    read_only: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let report = store.verify_log(&policy, trusted.as_ref()).await;
+            store.close().await;
+            (report?, None)
+        }
+        (None, None) => anyhow::bail!("give --export or --database"),
+    };
     let elapsed = started.elapsed();
+    Ok(print_report(&report, data.as_deref(), elapsed))
+}
+
+fn print_report(
+    report: &VerifyReport,
+    data: Option<&[u8]>,
+    elapsed: std::time::Duration,
+) -> ExitCode {
     let rate = report.records as f64 / elapsed.as_secs_f64().max(1e-9);
     match &report.first_problem {
         None => {
-            if first_seq > 1 {
-                println!(
-                    "note: the export starts at record {first_seq}; records before it were removed by retention (or cut off)"
-                );
-            }
             println!(
-                "OK: {} records, chain intact, {} signed checkpoint(s) verified; head {}",
+                "OK: {} records, chain and Merkle tree intact, {} checkpoint(s) matched; root {}",
                 report.records,
                 report.checkpoints_checked,
-                hex::encode(report.head_hash)
+                hex::encode(report.root)
             );
             println!(
-                "verified in {:.3} s ({:.0} records/s, {:.1} MB/s)",
-                elapsed.as_secs_f64(),
-                rate,
-                data.len() as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+                "covered through record {} by {} checkpoints",
+                report.covered_through(),
+                if report.witnesses_required {
+                    "witnessed"
+                } else {
+                    "log-signed (no witnesses required)"
+                }
             );
-            Ok(ExitCode::SUCCESS)
+            println!(
+                "verified in {:.3} s ({:.0} records/s)",
+                elapsed.as_secs_f64(),
+                rate
+            );
+            if report.uncovered() > 0 {
+                println!(
+                    "NOT YET COVERED: {} record(s) after record {} are intact but no accepted checkpoint vouches for them yet",
+                    report.uncovered(),
+                    report.covered_through()
+                );
+                return ExitCode::from(3);
+            }
+            ExitCode::SUCCESS
         }
         Some(problem) => {
             println!("FAILED: {problem}");
-            if let Some(line) = data
-                .split(|b| *b == b'\n')
-                .nth(problem.line.saturating_sub(1) as usize)
-            {
-                if let Some(r) = AccessRecord::from_export_line(&String::from_utf8_lossy(line)) {
-                    println!(
-                        "first bad record: seq {} at {} by {} ({})",
-                        r.seq, r.draft.time, r.draft.agency_oin, r.draft.action
-                    );
+            if let (Some(data), Some(_)) = (data, problem.seq) {
+                if let Some(line) = export_lines(data).nth(problem.line.saturating_sub(1) as usize)
+                {
+                    if let Some(r) = AccessRecord::from_export_line(&String::from_utf8_lossy(line))
+                    {
+                        println!(
+                            "first bad record: seq {} at {} by {} ({})",
+                            r.seq, r.draft.time, r.draft.agency_oin, r.draft.action
+                        );
+                    }
                 }
             }
             println!("{} record(s) before it verified.", report.records);
-            Ok(ExitCode::from(2))
+            ExitCode::from(2)
         }
     }
 }

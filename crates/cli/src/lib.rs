@@ -105,6 +105,52 @@ pub enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Run a witness (c2sp.org/tlog-witness) with your own key and state: cosigns the gateway's
+    /// checkpoints when they extend what you saw, refuses rollbacks and split views.
+    Witness(WitnessArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WitnessArgs {
+    /// This witness's name, e.g. `fg.gemeente.example/witness` (no spaces, no '+').
+    #[arg(long)]
+    pub name: String,
+    /// Its Ed25519 key (PKCS#8), created owner-only when absent.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Where it remembers the newest checkpoint it cosigned per log.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// A log to witness: its verifier key (`origin+id+base64`, from `audit export` or the
+    /// operator); repeatable.
+    #[arg(long = "log")]
+    pub logs: Vec<String>,
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    pub listen: std::net::SocketAddr,
+    /// Print this witness's verifier key (for the gateway's `audit.witnesses`) and exit.
+    #[arg(long)]
+    pub print_key: bool,
+}
+
+/// Builds a witness from its arguments (the key file is created when absent).
+pub fn witness_options(
+    args: &WitnessArgs,
+) -> anyhow::Result<signaalpoort_server::witness::WitnessOptions> {
+    let pkcs8 = signaalpoort_server::keys::load_or_create_raw(&args.key, || {
+        signaalpoort_core::access_log::Ed25519FileSigner::generate_pkcs8()
+            .map_err(|_| signaalpoort_server::keys::KeyError::Random)
+    })?;
+    let cosigner = signaalpoort_core::access_log::Cosigner::from_pkcs8(&args.name, &pkcs8)?;
+    let mut logs = signaalpoort_core::access_log::witness::WitnessedLogs::default();
+    for log in &args.logs {
+        logs.add(log)?;
+    }
+    Ok(signaalpoort_server::witness::WitnessOptions {
+        listen: args.listen,
+        cosigner,
+        logs,
+        state_path: args.state.clone(),
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,6 +256,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy => print!("{}", signaalpoort_core::policy::policy_table_markdown()),
         Command::Audit { command } => return audit::run(command).await,
+        Command::Witness(args) => {
+            let options = witness_options(&args)?;
+            if args.print_key {
+                println!("{}", options.cosigner.public().verifier_key());
+                return Ok(ExitCode::SUCCESS);
+            }
+            anyhow::ensure!(!args.logs.is_empty(), "give at least one --log to witness");
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let (addr, task) = signaalpoort_server::witness::serve(options, rx).await?;
+            println!("witness {} listening on http://{addr}", args.name);
+            wait_for_signal().await;
+            let _ = tx.send(true);
+            let _ = task.await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -314,14 +374,22 @@ async fn move_to_postgres(config: &std::path::Path, to: &str) -> anyhow::Result<
         "no checkpoint key at {}: is this the data directory of the deployment?",
         key_path.display()
     );
-    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(&key_path)?;
+    let signer = signaalpoort_server::keys::load_or_create_checkpoint_key(
+        &key_path,
+        &config.audit.log_origin,
+    )?;
+    let policy = signaalpoort_core::access_log::TrustPolicy {
+        log_key: (&signer as &dyn signaalpoort_core::access_log::CheckpointSigner).verifier_key(),
+        witnesses: Vec::new(),
+        quorum: 0,
+    };
     let report = signaalpoort_store::transfer::sqlite_to_postgres(&from, to).await?;
     for (table, rows) in &report.tables {
         println!("{table:<22} {rows:>10} rows");
     }
     let store =
         signaalpoort_store::Store::open(to, signaalpoort_store::StoreOptions::default()).await?;
-    let verified = store.verify_chain(signer.public_key()).await?;
+    let verified = store.verify_log(&policy, None).await?;
     store.close().await;
     match &verified.first_problem {
         None => {

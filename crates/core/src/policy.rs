@@ -34,6 +34,7 @@ pub enum Action {
     GetCoordination,
     GetHistory,
     GetChronicity,
+    ProveAccessRecord,
 }
 
 impl Action {
@@ -62,6 +63,7 @@ impl Action {
             Action::GetCoordination => "GetCoordination",
             Action::GetHistory => "GetHistory",
             Action::GetChronicity => "GetChronicity",
+            Action::ProveAccessRecord => "ProveAccessRecord",
         }
     }
 }
@@ -314,6 +316,16 @@ pub const POLICY_TABLE: &[Rule] = &[
         name: "SUPERVISION",
         action: CitizenReport,
         roles: &[Auditor],
+        purposes: NO_PURPOSE,
+        needs: Needs::RoleOnly,
+    },
+    // Every agency can prove its own calls are in the log (issue 14): an inclusion proof of its
+    // own records against a signed checkpoint; the handler refuses anyone else's record.
+    // Auditors verify the whole log instead (ExportAccessLog, `audit verify`).
+    Rule {
+        name: "OWN_RECORDS",
+        action: ProveAccessRecord,
+        roles: CARE,
         purposes: NO_PURPOSE,
         needs: Needs::RoleOnly,
     },

@@ -38,6 +38,7 @@ const ACTIONS: &[Action] = &[
     Action::GetCoordination,
     Action::GetHistory,
     Action::GetChronicity,
+    Action::ProveAccessRecord,
 ];
 
 /// Actions that tell the caller something about another agency's involvement.

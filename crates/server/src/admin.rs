@@ -89,5 +89,8 @@ pub async fn readiness(gw: &Gateway) -> Result<(), String> {
     if !gw.store.is_writable() {
         return Err("the access-log writer stopped after a failed commit".into());
     }
+    if let Some(fault) = gw.log_fault() {
+        return Err(format!("access log cannot be vouched for: {fault}"));
+    }
     gw.store.ping().await.map_err(|e| e.to_string())
 }

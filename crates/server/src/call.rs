@@ -41,6 +41,8 @@ pub struct Call {
 struct CallState {
     draft: RecordDraft,
     logged: bool,
+    /// The seq of the call's access record, once committed.
+    record_seq: Option<u64>,
 }
 
 impl Call {
@@ -89,6 +91,7 @@ impl Call {
             state: Arc::new(Mutex::new(CallState {
                 draft,
                 logged: false,
+                record_seq: None,
             })),
             action,
             cert_serial: peer.map(|p| p.serial_hex.clone()),
@@ -270,7 +273,18 @@ impl Call {
             .await?;
         self.gw.metrics.log_appended();
         self.gw.metrics.observe_append_latency(submitted.elapsed());
+        self.set_record_seq(committed.seq);
         committed.outcome.map_err(ApiError::from)
+    }
+
+    fn set_record_seq(&self, seq: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.record_seq = Some(seq);
+    }
+
+    /// The seq of this call's access record, once it is committed.
+    pub fn record_seq(&self) -> Option<u64> {
+        self.state.lock().ok().and_then(|s| s.record_seq)
     }
 
     fn mark_logged(&self) {
@@ -309,7 +323,8 @@ impl Call {
         self.mark_logged();
         let submitted = Instant::now();
         match self.gw.store.log_only(record, alerts).await {
-            Ok(_) => {
+            Ok(seq) => {
+                self.set_record_seq(seq);
                 self.gw.metrics.log_appended();
                 self.gw.metrics.observe_append_latency(submitted.elapsed());
                 result.map_err(ApiError::into_status)
@@ -341,6 +356,9 @@ impl Call {
     }
 }
 
+/// Response metadata naming the seq of the call's access record.
+pub const RECORD_SEQ_HEADER: &str = "x-access-record-seq";
+
 impl Gateway {
     /// Runs one RPC: identifies the caller, runs `body`, writes the one record, maps errors. The work
     /// is spawned, so it completes and is logged even if the client goes away mid-call.
@@ -371,9 +389,9 @@ impl Gateway {
                 result.as_ref().err().map_or(tonic::Code::Ok, |s| s.code()),
                 started.elapsed(),
             );
-            (result, traceparent)
+            (result, traceparent, call.record_seq())
         });
-        let (result, traceparent) = task
+        let (result, traceparent, record_seq) = task
             .await
             .map_err(|_| Status::internal("the call was aborted"))?;
         self.metrics.observe_call(
@@ -381,13 +399,27 @@ impl Gateway {
             result.as_ref().err().map_or(tonic::Code::Ok, |s| s.code()),
             started.elapsed(),
         );
-        result.map(|resp| {
-            let mut response = Response::new(resp);
-            if let Ok(v) = traceparent.parse() {
-                response.metadata_mut().insert("traceparent", v);
+        // Every answer names its access record, so the caller can later prove it is in the log
+        // (ProveAccessRecord) — and notice if it ever disappears.
+        let seq = record_seq.and_then(|s| s.to_string().parse().ok());
+        match result {
+            Ok(resp) => {
+                let mut response = Response::new(resp);
+                if let Ok(v) = traceparent.parse() {
+                    response.metadata_mut().insert("traceparent", v);
+                }
+                if let Some(seq) = seq {
+                    response.metadata_mut().insert(RECORD_SEQ_HEADER, seq);
+                }
+                Ok(response)
             }
-            response
-        })
+            Err(mut status) => {
+                if let Some(seq) = seq {
+                    status.metadata_mut().insert(RECORD_SEQ_HEADER, seq);
+                }
+                Err(status)
+            }
+        }
     }
 }
 

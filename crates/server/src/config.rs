@@ -88,13 +88,30 @@ pub struct SignalsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    /// How often a checkpoint is signed over the chain head (also on shutdown).
+    /// How often a checkpoint is signed over the Merkle tree when it grew (also on shutdown).
     pub checkpoint_interval_secs: u64,
+    /// The log's name: the origin line of its checkpoints and the name of its key
+    /// (c2sp.org/tlog-checkpoint). Unique per deployment; no spaces, no '+'.
+    pub log_origin: String,
+    /// Witnesses each new checkpoint is submitted to (c2sp.org/tlog-witness).
+    pub witnesses: Vec<WitnessConfig>,
+    /// How many witnesses must cosign for a checkpoint to count as witnessed; default: all.
+    pub witness_quorum: Option<usize>,
     /// How long access-log records are kept; independent of signal expiry.
     pub retention_days: u32,
     /// Alert when one actor touches more than this many distinct persons within the window.
     pub unusual_volume_threshold: u32,
     pub unusual_volume_window_secs: u64,
+}
+
+/// One witness: where its `add-checkpoint` lives and its cosignature key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The submission prefix, `http://host:port[/path]`.
+    pub url: String,
+    /// Its verifier key, `<name>+<id>+<base64(0x04 || key)>`.
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +177,9 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             checkpoint_interval_secs: 300,
+            log_origin: "signaalpoort.local/access-log".to_owned(),
+            witnesses: Vec::new(),
+            witness_quorum: None,
             retention_days: 7 * 365,
             unusual_volume_threshold: 50,
             unusual_volume_window_secs: 3600,
@@ -292,6 +312,30 @@ impl Config {
         }
         if self.audit.checkpoint_interval_secs == 0 {
             problems.push("audit.checkpoint_interval_secs must be at least 1".to_owned());
+        }
+        if self.audit.log_origin.is_empty()
+            || self
+                .audit
+                .log_origin
+                .chars()
+                .any(|c| c.is_whitespace() || c == '+')
+        {
+            problems.push("audit.log_origin must be a name without spaces or '+'".to_owned());
+        }
+        for (i, w) in self.audit.witnesses.iter().enumerate() {
+            if let Err(e) = signaalpoort_core::access_log::WitnessKey::parse(&w.key) {
+                problems.push(format!("audit.witnesses[{i}].key: {e}"));
+            }
+            if !w.url.starts_with("http://") {
+                problems.push(format!("audit.witnesses[{i}].url must start with http://"));
+            }
+        }
+        if self.audit.witness_quorum.is_some_and(|k| {
+            k > self.audit.witnesses.len() || (k == 0 && !self.audit.witnesses.is_empty())
+        }) {
+            problems.push(
+                "audit.witness_quorum must be between 1 and the number of witnesses".to_owned(),
+            );
         }
         if self.audit.retention_days < 365 {
             problems.push("audit.retention_days must be at least 365".to_owned());

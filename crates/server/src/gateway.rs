@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
-use signaalpoort_core::access_log::{CheckpointSigner, RecordDraft};
+use signaalpoort_core::access_log::{CheckpointSigner, RecordDraft, TrustPolicy};
 use signaalpoort_core::{Oin, PseudonymKey};
 use signaalpoort_store::{AlertDraft, AlertKind, Store};
 use signaalpoort_tls::ReloadableTls;
@@ -22,7 +22,13 @@ pub struct Gateway {
     pub store: Store,
     pub registry: Registry,
     pub pseudonyms: PseudonymKey,
-    pub signer: CheckpointSigner,
+    /// Signs checkpoints; a key file by default (see `keys`), any [`CheckpointSigner`] fits.
+    pub signer: Arc<dyn CheckpointSigner>,
+    /// Why the access log cannot be vouched for (tree inconsistent with the last checkpoint,
+    /// records altered): while set, no checkpoint is signed and `/readyz` says why.
+    pub log_fault: Mutex<Option<String>>,
+    /// The configured witnesses (see `witness`).
+    pub witnesses: Vec<crate::witness::WitnessPeer>,
     pub clock: Arc<dyn Clock>,
     pub config: Config,
     /// For per-call revocation checks; `None` only in tests that bypass TLS.
@@ -65,18 +71,97 @@ impl Gateway {
         self.clock.now()
     }
 
-    /// Signs a checkpoint over the current head, if it moved.
+    /// Signs a checkpoint over the Merkle tree, if it grew and is consistent with the last one.
+    /// A tree that is not stops all signing: the fault is kept, reported by `/readyz` and
+    /// raised as an alert for the auditors.
     pub async fn write_checkpoint(&self) -> Result<bool, signaalpoort_store::StoreError> {
-        let now = self.clock.now();
-        let signer = &self.signer;
-        let written = self
-            .store
-            .checkpoint(&|size, head| signer.sign(size, head, now))
-            .await?;
-        if written.is_some() {
-            self.metrics.checkpoint_written(now.unix_timestamp());
+        if let Some(fault) = self.log_fault() {
+            return Err(signaalpoort_store::StoreError::TreeInconsistent(fault));
         }
-        Ok(written.is_some())
+        let now = self.clock.now();
+        match self.store.checkpoint(self.signer.as_ref(), now).await {
+            Ok(written) => {
+                if let Some(cp) = &written {
+                    self.metrics.checkpoint_written(now.unix_timestamp());
+                    if !self.witnesses.is_empty() {
+                        let cosigned = crate::witness::collect_cosignatures(self, cp).await;
+                        if cosigned < self.witness_quorum() {
+                            tracing::warn!(
+                                size = cp.tree_size,
+                                cosigned,
+                                quorum = self.witness_quorum(),
+                                "checkpoint not witnessed by a quorum"
+                            );
+                        }
+                    }
+                }
+                Ok(written.is_some())
+            }
+            Err(signaalpoort_store::StoreError::TreeInconsistent(why)) => {
+                self.raise_log_fault(why.clone()).await;
+                Err(signaalpoort_store::StoreError::TreeInconsistent(why))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many witnesses must cosign (default: all configured).
+    pub fn witness_quorum(&self) -> usize {
+        self.config
+            .audit
+            .witness_quorum
+            .unwrap_or(self.witnesses.len())
+    }
+
+    /// Alerts the auditors that a witness refused a checkpoint or cannot be reached.
+    pub async fn witness_alert(&self, witness: &str, why: &str) {
+        tracing::error!(witness, reason = why, "witness did not cosign");
+        let mut record = crate::system_record(self.now(), "WitnessRefused", "WITNESS_REFUSED");
+        record.decision = signaalpoort_core::access_log::DecisionCode::Deny;
+        let alert = AlertDraft {
+            kind: AlertKind::WitnessRefused,
+            detail: format!("witness {witness}: {why}"),
+        };
+        if let Err(e) = self.store.log_only(record, vec![alert]).await {
+            tracing::error!(error = %e, "could not record the witness refusal");
+        }
+    }
+
+    /// The policy the gateway checks its own log with: its own key, no witnesses required.
+    pub fn own_policy(&self) -> TrustPolicy {
+        TrustPolicy {
+            log_key: self.signer.verifier_key(),
+            witnesses: Vec::new(),
+            quorum: 0,
+        }
+    }
+
+    pub fn log_fault(&self) -> Option<String> {
+        self.log_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that the log cannot be vouched for, once, and alerts the auditors.
+    pub async fn raise_log_fault(&self, why: String) {
+        {
+            let mut fault = self.log_fault.lock().unwrap_or_else(|p| p.into_inner());
+            if fault.is_some() {
+                return;
+            }
+            *fault = Some(why.clone());
+        }
+        tracing::error!(reason = %why, "access log is not consistent with its last checkpoint; not signing");
+        let mut record = crate::system_record(self.now(), "AccessLogFault", "LOG_INCONSISTENT");
+        record.decision = signaalpoort_core::access_log::DecisionCode::Deny;
+        let alert = AlertDraft {
+            kind: AlertKind::AccessLogFault,
+            detail: why,
+        };
+        if let Err(e) = self.store.log_only(record, vec![alert]).await {
+            tracing::error!(error = %e, "could not record the access-log fault");
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ring::rand::{SecureRandom, SystemRandom};
-use signaalpoort_core::access_log::CheckpointSigner;
+use signaalpoort_core::access_log::Ed25519FileSigner;
 use signaalpoort_core::{PseudonymKey, PSEUDONYM_KEY_LEN};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,14 +58,28 @@ pub fn load_or_create_pseudonym_key(path: &Path) -> Result<PseudonymKey, KeyErro
     Ok(PseudonymKey::from_bytes(&key))
 }
 
-/// Loads the checkpoint signing key, creating it when absent.
-pub fn load_or_create_checkpoint_key(path: &Path) -> Result<CheckpointSigner, KeyError> {
+/// Loads the checkpoint signing key (the default file-backed [`CheckpointSigner`]), creating it
+/// when absent. `origin` is the log's name: the checkpoints' origin line and the key name.
+///
+/// [`CheckpointSigner`]: signaalpoort_core::access_log::CheckpointSigner
+pub fn load_or_create_checkpoint_key(
+    path: &Path,
+    origin: &str,
+) -> Result<Ed25519FileSigner, KeyError> {
     let bytes = load_or_create(path, || {
-        CheckpointSigner::generate_pkcs8().map_err(|_| KeyError::Random)
+        Ed25519FileSigner::generate_pkcs8().map_err(|_| KeyError::Random)
     })?;
-    CheckpointSigner::from_pkcs8(&bytes).map_err(|_| KeyError::BadCheckpointKey {
+    Ed25519FileSigner::from_pkcs8(origin, &bytes).map_err(|_| KeyError::BadCheckpointKey {
         path: path.to_owned(),
     })
+}
+
+/// Loads a key file, creating it owner-only from `generate` when absent (also for a witness key).
+pub fn load_or_create_raw(
+    path: &Path,
+    generate: impl FnOnce() -> Result<Vec<u8>, KeyError>,
+) -> Result<Vec<u8>, KeyError> {
+    load_or_create(path, generate)
 }
 
 fn load_or_create(

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod registry;
 pub mod report;
 pub mod services;
+pub mod witness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use signaalpoort_api::v1::coordination_service_server::CoordinationServiceServer
 use signaalpoort_api::v1::household_service_server::HouseholdServiceServer;
 use signaalpoort_api::v1::notification_service_server::NotificationServiceServer;
 use signaalpoort_api::v1::signal_service_server::SignalServiceServer;
-use signaalpoort_core::access_log::{DecisionCode, RecordDraft};
+use signaalpoort_core::access_log::{DecisionCode, ProblemKind, RecordDraft};
 use signaalpoort_store::{Effect, Mutation, Store, StoreOptions, WriteRequest};
 use signaalpoort_tls::{ReloadableTls, TlsFiles};
 use tokio::sync::watch;
@@ -113,8 +114,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     })?;
     let pseudonyms =
         keys::load_or_create_pseudonym_key(&keys::pseudonym_key_path(&config.server.data_dir))?;
-    let signer =
-        keys::load_or_create_checkpoint_key(&keys::checkpoint_key_path(&config.server.data_dir))?;
+    let signer = Arc::new(keys::load_or_create_checkpoint_key(
+        &keys::checkpoint_key_path(&config.server.data_dir),
+        &config.audit.log_origin,
+    )?);
     let store = Store::open(
         &config.database_url(),
         StoreOptions {
@@ -142,6 +145,17 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         registry: registry::Registry::from_entries(&config.agencies),
         pseudonyms,
         signer,
+        log_fault: std::sync::Mutex::new(None),
+        witnesses: config
+            .audit
+            .witnesses
+            .iter()
+            .filter_map(|w| {
+                signaalpoort_core::access_log::WitnessKey::parse(&w.key)
+                    .ok()
+                    .map(|k| witness::WitnessPeer::new(w.url.clone(), k))
+            })
+            .collect(),
         clock,
         volume: gateway::VolumeMonitor::new(
             config.audit.unusual_volume_threshold,
@@ -266,6 +280,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
             tracing::warn!(error = %e, "certificate reload watcher not started; SIGHUP and file changes will not reload")
         }
     }
+    check_log_at_start(&gw).await;
     jobs.push(spawn_checkpoints(gw.clone()));
     jobs.push(spawn_purge(gw.clone()));
     jobs.push(spawn_reminders(gw.clone()));
@@ -282,11 +297,32 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
     })
 }
 
+/// Before the key vouches for anything new, the whole stored log (records, tree, the gateway's
+/// own checkpoints) must verify. A missing checkpoint is not a fault here (a crash before the
+/// first one); tampering is, and then nothing is signed and `/readyz` says why.
+async fn check_log_at_start(gw: &Gateway) {
+    match gw.store.verify_log(&gw.own_policy(), None).await {
+        Ok(report) => match report.first_problem {
+            Some(p)
+                if !matches!(
+                    p.kind,
+                    ProblemKind::NoCheckpoints | ProblemKind::NotWitnessed
+                ) =>
+            {
+                gw.raise_log_fault(p.to_string()).await
+            }
+            _ => {}
+        },
+        Err(e) => gw.raise_log_fault(e.to_string()).await,
+    }
+}
+
 fn spawn_checkpoints(gw: Arc<Gateway>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(
-            gw.config.audit.checkpoint_interval_secs,
-        ));
+        // The first after one interval: the log was just verified at start, and a checkpoint
+        // signed at an unpredictable moment right after start helps no one.
+        let period = Duration::from_secs(gw.config.audit.checkpoint_interval_secs);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             if let Err(e) = gw.write_checkpoint().await {

@@ -45,6 +45,7 @@ pub struct Metrics {
     last_checkpoint_unix: AtomicI64,
     checkpoint_age: Gauge,
     tasks: Gauge,
+    checkpoint_cosignatures: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +91,7 @@ impl Metrics {
             "TLS handshakes refused, by reason (certificate problem, protocol version, cipher suites, timeout)",
             handshake_refusals.clone(),
         );
+        let checkpoint_cosignatures = Gauge::default();
         registry.register(
             "grpc_calls",
             "gRPC calls by method and status code",
@@ -130,6 +132,11 @@ impl Metrics {
             "Seconds since the last signed checkpoint",
             checkpoint_age.clone(),
         );
+        registry.register(
+            "checkpoint_cosignatures",
+            "Witness cosignatures collected for the newest checkpoint",
+            checkpoint_cosignatures.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -143,6 +150,7 @@ impl Metrics {
             last_checkpoint_unix: AtomicI64::new(0),
             checkpoint_age,
             tasks,
+            checkpoint_cosignatures,
         }
     }
 
@@ -195,6 +203,10 @@ impl Metrics {
                 certificate: which.to_owned(),
             })
             .set(unix);
+    }
+
+    pub fn checkpoint_cosigned(&self, cosignatures: u64) {
+        self.checkpoint_cosignatures.set(cosignatures as i64);
     }
 
     pub fn checkpoint_written(&self, unix: i64) {

@@ -2,6 +2,9 @@
 //! store itself performs. The server sees only the store and its read handle.
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+use signaalpoort_core::access_log::tree::NodeHash;
 use signaalpoort_core::access_log::{AccessRecord, SignedCheckpoint};
 use signaalpoort_core::consent::ConsentRecord;
 use signaalpoort_core::{Oin, SubjectPseudonym};
@@ -123,6 +126,12 @@ pub trait Reader: Send + Sync + 'static {
     async fn log_has_records_before(&self, before: OffsetDateTime) -> Result<bool, StoreError>;
     /// Newest first.
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError>;
+    /// Stored Merkle tree hashes by tlog stored-hash index (absent ones are left out).
+    async fn tree_hashes(&self, indexes: &[u64]) -> Result<BTreeMap<u64, NodeHash>, StoreError>;
+    /// Stored Merkle tree hashes with index in `lo..=hi`.
+    async fn tree_range(&self, lo: u64, hi: u64) -> Result<BTreeMap<u64, NodeHash>, StoreError>;
+    /// Leaves in the stored Merkle tree.
+    async fn tree_size(&self) -> Result<u64, StoreError>;
 }
 
 /// The whole backend: the reads, and the writes only the store itself performs (the batch, the
@@ -145,7 +154,18 @@ pub trait Backend: Reader {
     /// Closes connections (SQLite folds its WAL back into the database file). Call last.
     async fn close(&self);
 
-    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
+    /// Stores a checkpoint the log signed (a c2sp signed note); one per tree size.
+    async fn insert_checkpoint(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        signed_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Replaces a stored checkpoint's note by one with witness cosignatures added.
+    async fn update_cosignatures(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        cosignatures: usize,
+    ) -> Result<(), StoreError>;
     /// Benchmark preload: inserts directly, no records, no notifications.
     async fn bulk_load(
         &self,

@@ -11,6 +11,7 @@
 //! Reads go straight to the backend's read pool.
 
 mod backend;
+mod merkle;
 mod model;
 mod sql;
 pub mod testing;
@@ -22,8 +23,13 @@ pub use writer::finalise_record;
 use std::sync::Arc;
 use std::time::Duration;
 
-use signaalpoort_core::access_log::{RecordDraft, SignedCheckpoint};
+use signaalpoort_core::access_log::tree::{self, NodeHash};
+use signaalpoort_core::access_log::{
+    ChainStart, CheckpointSigner, LogVerifier, RecordDraft, SignedCheckpoint, TrustPolicy,
+    VerifyInput, VerifyReport,
+};
 use signaalpoort_core::Oin;
+use time::OffsetDateTime;
 use tokio::sync::watch;
 
 pub use backend::{Backend, Reader};
@@ -55,6 +61,12 @@ pub enum StoreError {
     /// The data directory cannot be used; names the path and the cause.
     #[error("data directory {path}: {cause}")]
     DataDir { path: String, cause: String },
+    /// The stored Merkle tree does not agree with itself or with the last signed checkpoint
+    /// (records or tree rows altered, removed, or restored from an older backup).
+    #[error("access-log tree: {0}")]
+    TreeInconsistent(String),
+    #[error("checkpoint signing failed: {0}")]
+    Signing(String),
 }
 
 /// Tuning of the store; the defaults are what the benchmark was run with.
@@ -69,6 +81,9 @@ pub struct StoreOptions {
     /// SQLite: below this much free space on the database's file system the store reports itself
     /// not ready, before a write fails for want of space.
     pub min_free_bytes: u64,
+    /// Open for reading only (`audit verify --database`): no migrations, no tree catch-up, and
+    /// SQLite opened read-only. Writes through such a store fail.
+    pub read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -78,6 +93,7 @@ impl Default for StoreOptions {
             read_connections: 8,
             busy_timeout: Duration::from_secs(5),
             min_free_bytes: 64 * 1024 * 1024,
+            read_only: false,
         }
     }
 }
@@ -200,52 +216,203 @@ impl Store {
         self.backend.reader()
     }
 
-    /// Signs and stores a checkpoint over the current chain head; returns it (or `None` when the
-    /// head is already covered by the newest checkpoint).
+    /// The stored tree's size and root. An error when the tree lacks a node it needs.
+    pub async fn tree_head(&self) -> Result<(u64, NodeHash), StoreError> {
+        let size = self.backend.tree_size().await?;
+        let hashes = self.backend.tree_hashes(&tree::root_indexes(size)).await?;
+        let root = tree::root_from(size, &hashes).map_err(|_| {
+            StoreError::TreeInconsistent(format!(
+                "the stored tree of {size} records lacks a node of its root"
+            ))
+        })?;
+        Ok((size, root))
+    }
+
+    /// A consistency proof (RFC 6962) from `old` to `size` leaves, from the stored tree.
+    pub async fn consistency_proof(
+        &self,
+        size: u64,
+        old: u64,
+    ) -> Result<Vec<NodeHash>, StoreError> {
+        if old > size {
+            return Err(StoreError::TreeInconsistent(format!(
+                "no proof from {old} to {size}"
+            )));
+        }
+        let hashes = self
+            .backend
+            .tree_hashes(&tree::consistency_proof_indexes(size, old))
+            .await?;
+        tree::consistency_proof(size, old, &hashes).map_err(|e| {
+            StoreError::TreeInconsistent(format!("consistency proof {old} → {size}: {e}"))
+        })
+    }
+
+    /// An inclusion proof (RFC 6962 audit path) of record `seq` in the tree of `size` leaves.
+    pub async fn inclusion_proof(&self, size: u64, seq: u64) -> Result<Vec<NodeHash>, StoreError> {
+        let index = seq.checked_sub(1).filter(|i| *i < size).ok_or_else(|| {
+            StoreError::TreeInconsistent(format!("record {seq} is not in a tree of {size}"))
+        })?;
+        let hashes = self
+            .backend
+            .tree_hashes(&tree::inclusion_proof_indexes(size, index))
+            .await?;
+        tree::inclusion_proof(size, index, &hashes).map_err(|e| {
+            StoreError::TreeInconsistent(format!("inclusion proof of {seq} in {size}: {e}"))
+        })
+    }
+
+    /// Signs a checkpoint over the stored tree when it grew since the newest checkpoint, and
+    /// stores it; `None` when nothing grew. Refuses (`TreeInconsistent`) to sign a tree that is
+    /// smaller than the newest checkpoint or that the stored tree cannot prove consistent with it:
+    /// the gateway's key never vouches for a head it cannot link to what it signed before.
     pub async fn checkpoint(
         &self,
-        sign: &(dyn Fn(u64, [u8; 32]) -> SignedCheckpoint + Send + Sync),
+        signer: &dyn CheckpointSigner,
+        now: OffsetDateTime,
     ) -> Result<Option<SignedCheckpoint>, StoreError> {
-        let (size, head) = self.backend.head().await?;
-        if let Some(latest) = self.backend.checkpoints(1).await?.first() {
-            if latest.body.tree_size == size {
+        let (size, root) = self.tree_head().await?;
+        let latest = self.backend.checkpoints(1).await?.into_iter().next();
+        if let Some(latest) = &latest {
+            self.check_consistent_with(latest, size, &root).await?;
+            if latest.tree_size == size {
                 return Ok(None);
             }
+        } else if size == 0 {
+            return Ok(None);
         }
-        let cp = sign(size, head);
-        self.backend.insert_checkpoint(&cp).await?;
+        let cp = signer
+            .sign_checkpoint(size, &root)
+            .map_err(|e| StoreError::Signing(e.to_string()))?;
+        self.backend.insert_checkpoint(&cp, now).await?;
         Ok(Some(cp))
     }
 
-    /// Verifies the whole stored chain and checkpoints against a public key, reading in pages.
-    pub async fn verify_chain(
+    /// Whether the stored tree of `size` leaves with `root` extends the signed checkpoint `cp`.
+    pub async fn check_consistent_with(
         &self,
-        public_key: &[u8],
-    ) -> Result<signaalpoort_core::access_log::VerifyReport, StoreError> {
+        cp: &SignedCheckpoint,
+        size: u64,
+        root: &NodeHash,
+    ) -> Result<(), StoreError> {
+        if size < cp.tree_size {
+            return Err(StoreError::TreeInconsistent(format!(
+                "the stored tree has {size} records but the last signed checkpoint covers {}: records were removed",
+                cp.tree_size
+            )));
+        }
+        let proof = self.consistency_proof(size, cp.tree_size).await?;
+        tree::check_consistency(&proof, size, root, cp.tree_size, &cp.root).map_err(|_| {
+            StoreError::TreeInconsistent(format!(
+                "the stored tree of {size} records is not consistent with the signed checkpoint at {}: history was rewritten",
+                cp.tree_size
+            ))
+        })
+    }
+
+    /// Adds witness cosignatures to a stored checkpoint.
+    pub async fn store_cosignatures(
+        &self,
+        cp: &SignedCheckpoint,
+        cosignatures: usize,
+    ) -> Result<(), StoreError> {
+        self.backend.update_cosignatures(cp, cosignatures).await
+    }
+
+    /// Verifies the live log (read-only): every record's hash and link, every record's leaf
+    /// against the stored tree, the tree against every stored checkpoint under `policy`, and
+    /// against `trusted` (a witness's latest cosigned checkpoint) when given. Reads in pages.
+    pub async fn verify_log(
+        &self,
+        policy: &TrustPolicy,
+        trusted: Option<&SignedCheckpoint>,
+    ) -> Result<VerifyReport, StoreError> {
+        // Read before the records: on a running gateway both only grow, so a tree longer than
+        // the records read after it means records were removed.
+        let tree_size = self.backend.tree_size().await?;
         let checkpoints = self.backend.checkpoints(u32::MAX).await?;
-        let mut lines: Vec<String> = Vec::new();
+        let start = match self.backend.log_anchor().await? {
+            Some((seq, hash)) => {
+                let frontier = self.frontier_at(seq).await?;
+                ChainStart::After {
+                    seq,
+                    hash,
+                    frontier,
+                }
+            }
+            None => ChainStart::Genesis,
+        };
+        let mut verifier = LogVerifier::new(&VerifyInput {
+            policy,
+            checkpoints: &checkpoints,
+            trusted,
+            start,
+        });
         let mut from = 1u64;
-        loop {
+        'pages: loop {
             let page = self.backend.export_log(from, u64::MAX, 10_000).await?;
-            let Some(last) = page.last() else { break };
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                break;
+            };
+            let leaves = self
+                .backend
+                .tree_range(
+                    tree::leaf_index(first.seq.saturating_sub(1)),
+                    tree::leaf_index(last.seq.saturating_sub(1)),
+                )
+                .await?;
             from = last.seq + 1;
             for r in &page {
-                lines.push(r.export_line()?);
+                let line = r.export_line()?;
+                let stored = leaves.get(&tree::leaf_index(r.seq.saturating_sub(1)));
+                // A record without a leaf: the tree does not hold it (appended behind its back).
+                let missing = [0u8; 32];
+                if !verifier.push_line(line.as_bytes(), Some(stored.unwrap_or(&missing))) {
+                    break 'pages;
+                }
             }
         }
-        let start = match self.backend.log_anchor().await? {
-            Some((seq, hash)) => signaalpoort_core::access_log::ChainStart::After { seq, hash },
-            None => signaalpoort_core::access_log::ChainStart::Genesis,
-        };
-        Ok(signaalpoort_core::access_log::verify_export_from(
-            lines.iter().map(|l| l.as_bytes()),
-            &checkpoints,
-            public_key,
-            start,
-        ))
+        let mut report = verifier.finish();
+        if tree_size > report.records && report.first_problem.is_none() {
+            report.first_problem = Some(signaalpoort_core::access_log::Problem {
+                line: 0,
+                seq: None,
+                kind: signaalpoort_core::access_log::ProblemKind::TailRemoved {
+                    tree_size,
+                    records: report.records,
+                },
+            });
+        }
+        Ok(report)
+    }
+
+    async fn frontier_at(&self, size: u64) -> Result<tree::Frontier, StoreError> {
+        let indexes = tree::frontier_indexes(size);
+        let hashes = self.backend.tree_hashes(&indexes).await?;
+        let ordered = indexes
+            .iter()
+            .map(|i| hashes.get(i).copied())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                StoreError::TreeInconsistent(format!(
+                    "the stored tree lacks the nodes at the retention anchor {size}"
+                ))
+            })?;
+        tree::Frontier::from_hashes(size, &ordered)
+            .map_err(|e| StoreError::TreeInconsistent(e.to_string()))
     }
 
     /// False once a commit failed: the gateway then refuses all calls until restarted.
+    /// Stores a checkpoint signed elsewhere (one per tree size). The gateway signs through
+    /// [`Store::checkpoint`]; this is for tools, and for tests that play an attacker holding the key.
+    pub async fn insert_checkpoint(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        signed_at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.backend.insert_checkpoint(checkpoint, signed_at).await
+    }
+
     pub fn is_writable(&self) -> bool {
         !self.writer.is_poisoned()
     }

@@ -290,6 +290,10 @@ pub struct AlertDraft {
 pub enum AlertKind {
     SafetyBasisUsed,
     UnusualVolume,
+    /// The log is not consistent with the last signed checkpoint; nothing more is signed.
+    AccessLogFault,
+    /// A witness refused a checkpoint or could not be reached.
+    WitnessRefused,
 }
 
 impl AlertKind {
@@ -297,12 +301,16 @@ impl AlertKind {
         match self {
             AlertKind::SafetyBasisUsed => "safety_basis_used",
             AlertKind::UnusualVolume => "unusual_volume",
+            AlertKind::AccessLogFault => "access_log_fault",
+            AlertKind::WitnessRefused => "witness_refused",
         }
     }
     pub fn from_code(s: &str) -> Option<Self> {
         match s {
             "safety_basis_used" => Some(AlertKind::SafetyBasisUsed),
             "unusual_volume" => Some(AlertKind::UnusualVolume),
+            "access_log_fault" => Some(AlertKind::AccessLogFault),
+            "witness_refused" => Some(AlertKind::WitnessRefused),
             _ => None,
         }
     }

@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use signaalpoort_core::access_log::tree::NodeHash;
 use signaalpoort_core::access_log::{
     AccessRecord, DecisionCode, RecordDraft, SignedCheckpoint, GENESIS_HASH,
 };
@@ -402,8 +403,13 @@ impl SqlBackend {
                     .trim_start_matches("sqlite://")
                     .trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
-                usable_database_file(std::path::Path::new(path))?;
-                format!("sqlite://{path}?mode=rwc")
+                let mode = if options.read_only {
+                    "ro"
+                } else {
+                    usable_database_file(std::path::Path::new(path))?;
+                    "rwc"
+                };
+                format!("sqlite://{path}?mode={mode}")
             }
             Dialect::Postgres => url.to_owned(),
         };
@@ -427,13 +433,23 @@ impl SqlBackend {
             options: options.clone(),
             closed: watch::Sender::new(false),
         };
-        {
+        if !options.read_only {
             let mut guard = backend.write.lock().await;
             let conn = backend.writer(&mut guard).await?;
             match dialect {
-                Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(conn).await?,
-                Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(conn).await?,
+                Dialect::Sqlite => {
+                    sqlx::migrate!("./migrations/sqlite")
+                        .run(&mut *conn)
+                        .await?
+                }
+                Dialect::Postgres => {
+                    sqlx::migrate!("./migrations/postgres")
+                        .run(&mut *conn)
+                        .await?
+                }
             }
+            // Issue 14: a database from before the Merkle tree gets its tree built once.
+            crate::merkle::catch_up_at_open(conn, dialect == Dialect::Sqlite).await?;
         }
         Ok(backend)
     }
@@ -571,6 +587,8 @@ impl SqlBackend {
             records.push(record);
         }
         insert_records(&mut *conn, &records).await?;
+        // Issue 14: the records' Merkle leaves, in this same transaction (see merkle.rs).
+        crate::merkle::append_leaves(&mut *conn, &records).await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(seq as i64)
@@ -1922,23 +1940,19 @@ impl Reader for SqlBackend {
     }
 
     async fn checkpoints(&self, limit: u32) -> Result<Vec<SignedCheckpoint>, StoreError> {
-        let rows =
-            sqlx::query("SELECT note, signature FROM checkpoints ORDER BY tree_size DESC LIMIT $1")
-                .bind(i64::from(limit))
-                .fetch_all(&self.read)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                let body = signaalpoort_core::access_log::CheckpointBody::parse_note(
-                    &r.try_get::<String, _>(0)?,
-                )
-                .map_err(|e| corrupt(e.to_string()))?;
-                Ok(SignedCheckpoint {
-                    body,
-                    signature: r.try_get(1)?,
-                })
-            })
-            .collect()
+        crate::merkle::checkpoints(&self.read, limit).await
+    }
+
+    async fn tree_hashes(&self, indexes: &[u64]) -> Result<BTreeMap<u64, NodeHash>, StoreError> {
+        crate::merkle::read_hashes(&self.read, indexes).await
+    }
+
+    async fn tree_range(&self, lo: u64, hi: u64) -> Result<BTreeMap<u64, NodeHash>, StoreError> {
+        crate::merkle::read_range(&self.read, lo, hi).await
+    }
+
+    async fn tree_size(&self) -> Result<u64, StoreError> {
+        crate::merkle::tree_size(&self.read).await
     }
 }
 
@@ -2073,15 +2087,21 @@ impl Backend for SqlBackend {
         self.read.close().await;
     }
 
-    async fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
-        // Two replicas may sign the same head; the first one stays.
-        sqlx::query("INSERT INTO checkpoints (tree_size, note, signature) VALUES ($1, $2, $3) ON CONFLICT (tree_size) DO NOTHING")
-            .bind(checkpoint.body.tree_size as i64)
-            .bind(checkpoint.body.note())
-            .bind(checkpoint.signature.clone())
-            .execute(&self.read)
-            .await?;
-        Ok(())
+    // Issue 14: the tree and its checkpoints live in merkle.rs.
+    async fn insert_checkpoint(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        signed_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        crate::merkle::insert_checkpoint(&self.read, checkpoint, signed_at).await
+    }
+
+    async fn update_cosignatures(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        cosignatures: usize,
+    ) -> Result<(), StoreError> {
+        crate::merkle::update_cosignatures(&self.read, checkpoint, cosignatures).await
     }
 
     async fn bulk_load(

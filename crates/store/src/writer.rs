@@ -134,6 +134,11 @@ pub fn finalise_record(draft: &RecordDraft, outcome: &Outcome, replayed: bool) -
         Ok(Effect::HouseholdDeclared { household_id, .. }) => {
             record.household_id = household_id.clone();
         }
+        // The retention statement: the purge's own record names the cut, and the tree's
+        // checkpoints then vouch for it (a head removed without one is reported by verify).
+        Ok(Effect::LogPurged { anchor_seq, .. }) if *anchor_seq > 0 => {
+            record.object_id = signaalpoort_core::access_log::retention_object_id(*anchor_seq);
+        }
         Ok(_) => {}
     }
     if replayed {

@@ -1,13 +1,21 @@
-//! The access log: one record per call, chained by SHA-256, with Ed25519-signed checkpoints over the
-//! chain head. Pure: records in, hashes and verdicts out; storage and clocks are the caller's.
+//! The access log: one record per call, chained by SHA-256, and the leaves of an RFC 6962 Merkle
+//! tree whose checkpoints are signed notes (c2sp.org/tlog-checkpoint) cosigned by independent
+//! witnesses (c2sp.org/tlog-cosignature). Pure: records in, hashes and verdicts out; storage,
+//! clocks and the network are the caller's.
 
-mod checkpoint;
 pub mod ldv;
+mod note;
 mod record;
+pub mod tree;
 mod verify;
+pub mod witness;
 
-pub use checkpoint::{CheckpointBody, CheckpointError, CheckpointSigner, SignedCheckpoint};
+pub use note::{
+    CheckpointSigner, CheckpointVerdict, Cosigner, Ed25519FileSigner, NoteError, SignedCheckpoint,
+    TrustPolicy, WitnessKey,
+};
 pub use record::{chain_hash, AccessRecord, DecisionCode, RecordDraft, RecordError, GENESIS_HASH};
 pub use verify::{
-    export_lines, verify_export, verify_export_from, ChainStart, Problem, ProblemKind, VerifyReport,
+    export_lines, retention_object_id, verify_export, verify_inclusion, ChainStart, LogVerifier,
+    Problem, ProblemKind, VerifyInput, VerifyReport, RETENTION_ACTION,
 };

@@ -210,14 +210,84 @@ impl AuditService for Audit {
                         checkpoints: cps
                             .iter()
                             .map(|c| pb::Checkpoint {
-                                tree_size: c.body.tree_size,
-                                head_hash: hex::encode(c.body.head_hash),
-                                time: Some(ts(c.body.time)),
-                                signature: base64::engine::general_purpose::STANDARD
-                                    .encode(&c.signature),
-                                note: c.body.note(),
+                                tree_size: c.tree_size,
+                                head_hash: hex::encode(c.root),
+                                time: None,
+                                signature: c
+                                    .signature_lines()
+                                    .into_iter()
+                                    .find(|l| l.starts_with(&format!("\u{2014} {} ", c.origin)))
+                                    .unwrap_or_default(),
+                                note: c.to_text(),
                             })
                             .collect(),
+                    })
+                },
+            )
+            .await
+    }
+
+    async fn prove_access_record(
+        &self,
+        request: Request<pb::ProveAccessRecordRequest>,
+    ) -> Result<Response<pb::ProveAccessRecordResponse>, Status> {
+        self.0
+            .unary(
+                Action::ProveAccessRecord,
+                request,
+                |call, caller, req| async move {
+                    call.decide(&caller, None, false, &ConsentState::None, None)?;
+                    let gw = call.gateway().clone();
+                    call.set_object(&format!("seq:{}", req.seq));
+                    // Permission before existence: another agency's record reads as absent.
+                    let not_yours = || ApiError::NotFound("no such access record of yours".into());
+                    let record = gw
+                        .store
+                        .read()
+                        .export_log(req.seq.max(1), req.seq.max(1), 1)
+                        .await?
+                        .into_iter()
+                        .next()
+                        .filter(|r| r.seq == req.seq)
+                        .ok_or_else(not_yours)?;
+                    if record.draft.agency_oin != caller.agency.oin.to_string() {
+                        return Err(not_yours());
+                    }
+                    let checkpoint = gw
+                        .store
+                        .read()
+                        .checkpoints(1)
+                        .await?
+                        .into_iter()
+                        .next()
+                        .filter(|c| c.tree_size >= req.seq)
+                        .ok_or_else(|| {
+                            ApiError::FailedPrecondition(
+                                "no checkpoint covers this record yet; ask again after the next one"
+                                    .into(),
+                            )
+                        })?;
+                    if req.old_tree_size > checkpoint.tree_size {
+                        return Err(ApiError::field(
+                            "old_tree_size",
+                            "larger than the newest checkpoint",
+                        ));
+                    }
+                    let inclusion = gw
+                        .store
+                        .inclusion_proof(checkpoint.tree_size, req.seq)
+                        .await?;
+                    let consistency = gw
+                        .store
+                        .consistency_proof(checkpoint.tree_size, req.old_tree_size)
+                        .await?;
+                    call.fits(pb::ProveAccessRecordResponse {
+                        record_line: record
+                            .export_line()
+                            .map_err(|e| ApiError::Internal(format!("record encoding: {e}")))?,
+                        checkpoint: checkpoint.to_text(),
+                        inclusion_proof: inclusion.iter().map(|h| h.to_vec()).collect(),
+                        consistency_proof: consistency.iter().map(|h| h.to_vec()).collect(),
                     })
                 },
             )
@@ -238,7 +308,8 @@ impl AuditService for Audit {
                     Ok(pb::GetPublicKeyResponse {
                         ed25519_public_key: base64::engine::general_purpose::STANDARD
                             .encode(gw.signer.public_key()),
-                        key_id: gw.signer.key_id().to_owned(),
+                        key_id: format!("{:08x}", gw.signer.key_id()),
+                        verifier_key: gw.signer.verifier_key(),
                     })
                 },
             )
@@ -402,6 +473,8 @@ async fn alert_loop(
                     kind: match a.kind {
                         AlertKind::SafetyBasisUsed => pb::AlertKind::SafetyBasisUsed,
                         AlertKind::UnusualVolume => pb::AlertKind::UnusualVolume,
+                        AlertKind::AccessLogFault => pb::AlertKind::AccessLogFault,
+                        AlertKind::WitnessRefused => pb::AlertKind::WitnessRefused,
                     } as i32,
                     time: Some(ts(a.time)),
                     agency_oin: a.agency_oin,
