@@ -181,7 +181,8 @@ async fn every_table_moves_and_its_rows_are_counted() {
         "involvement_history",
         "consents",
         "notifications",
-        "checkpoints",
+        "log_checkpoints",
+        "log_tree",
         "access_log",
         "household_members",
     ] {
