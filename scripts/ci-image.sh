@@ -209,7 +209,7 @@ docker stop -t 30 "$cid" >/dev/null
 exit_code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
 [ "$exit_code" = 0 ] || fail "exit code $exit_code after docker stop"
 docker logs "$cid" 2>&1 | grep -q '"final checkpoint written"' || fail "no final checkpoint in the log"
-covered=$(psql "postgres://postgres@127.0.0.1:5432/$db" -Atq -c "SELECT coalesce(max(tree_size), 0) FROM checkpoints")
+covered=$(psql "postgres://postgres@127.0.0.1:5432/$db" -Atq -c "SELECT coalesce(max(tree_size), 0) FROM log_checkpoints")
 [ "$covered" = "$records" ] || fail "the last checkpoint covers $covered records, the log has $records"
 say "docker stop (SIGTERM): exit 0 in $(( $(date +%s) - stop_started )) s; final checkpoint over all $records records"
 
