@@ -7,6 +7,19 @@ use signaalpoort_tests::*;
 
 const CARE: pb::Purpose = pb::Purpose::CareCoordination;
 
+/// `signaalpoort move-to-postgres --config <config> --to <target>`, as an operator runs it.
+async fn move_to_postgres(config: &std::path::Path, target: &str) -> std::process::Output {
+    tokio::process::Command::new(under_test_binary())
+        .arg("move-to-postgres")
+        .arg("--config")
+        .arg(config)
+        .arg("--to")
+        .arg(target)
+        .output()
+        .await
+        .expect("run move-to-postgres")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_deployment_moves_to_postgres_with_its_log() {
     if !postgres_available().await {
@@ -31,15 +44,7 @@ async fn a_sqlite_deployment_moves_to_postgres_with_its_log() {
     let target = signaalpoort_store::testing::fresh_postgres_url()
         .await
         .expect("postgres database");
-    let output = tokio::process::Command::new(under_test_binary())
-        .arg("move-to-postgres")
-        .arg("--config")
-        .arg(&sqlite_config)
-        .arg("--to")
-        .arg(&target)
-        .output()
-        .await
-        .expect("run move-to-postgres");
+    let output = move_to_postgres(&sqlite_config, &target).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -52,14 +57,7 @@ async fn a_sqlite_deployment_moves_to_postgres_with_its_log() {
     );
 
     // A second move into the now non-empty database is refused.
-    let again = tokio::process::Command::new(under_test_binary())
-        .args(["move-to-postgres", "--config"])
-        .arg(&sqlite_config)
-        .arg("--to")
-        .arg(&target)
-        .output()
-        .await
-        .expect("run move-to-postgres");
+    let again = move_to_postgres(&sqlite_config, &target).await;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds data"));
 
@@ -195,15 +193,7 @@ async fn every_table_moves_and_its_rows_are_counted() {
     let target = signaalpoort_store::testing::fresh_postgres_url()
         .await
         .expect("postgres database");
-    let output = tokio::process::Command::new(under_test_binary())
-        .arg("move-to-postgres")
-        .arg("--config")
-        .arg(env.write_config(""))
-        .arg("--to")
-        .arg(&target)
-        .output()
-        .await
-        .expect("run move-to-postgres");
+    let output = move_to_postgres(&env.write_config(""), &target).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -275,15 +265,7 @@ async fn a_table_the_target_lacks_stops_the_move() {
     let target = signaalpoort_store::testing::fresh_postgres_url()
         .await
         .expect("postgres database");
-    let output = tokio::process::Command::new(under_test_binary())
-        .arg("move-to-postgres")
-        .arg("--config")
-        .arg(env.write_config(""))
-        .arg("--to")
-        .arg(&target)
-        .output()
-        .await
-        .expect("run move-to-postgres");
+    let output = move_to_postgres(&env.write_config(""), &target).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(

@@ -9,32 +9,11 @@ use std::time::Duration;
 use signaalpoort_api::v1 as pb;
 use signaalpoort_server::ManualClock;
 use signaalpoort_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 fn clock() -> ManualClock {
     ManualClock::new(time::OffsetDateTime::now_utc())
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin connect");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("write");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.expect("read");
-    let status = body
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body)
 }
 
 /// Starts the gateway with `[tls] crls = [crl]` in place of the dev CRL.
@@ -84,7 +63,7 @@ async fn metrics_are_served_with_the_named_series(backend: Backend) {
     )
     .await;
     let admin = gw.running.admin_addr.expect("admin listener");
-    let (status, body) = http_get(admin, "/metrics").await;
+    let (status, body) = admin_get(admin, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     for series in [
         "signaalpoort_grpc_calls_total{",
@@ -105,8 +84,8 @@ async fn metrics_are_served_with_the_named_series(backend: Backend) {
         body.contains("NOT_INVOLVED"),
         "deny reasons are counted:\n{body}"
     );
-    assert_eq!(http_get(admin, "/livez").await.0, 200);
-    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    assert_eq!(admin_get(admin, "/livez").await.0, 200);
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
     gw.stop().await;
 }
 

@@ -12,29 +12,8 @@ use signaalpoort_api::v1 as pb;
 use signaalpoort_server::ManualClock;
 use signaalpoort_tests::*;
 use sqlx::Connection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic_types::StatusExt;
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin connect");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("write");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.expect("read");
-    let status = body
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body)
-}
 
 fn signal_request(person: &str, team: &str) -> pb::RegisterSignalRequest {
     pb::RegisterSignalRequest {
@@ -192,7 +171,7 @@ async fn a_failed_commit_makes_livez_fail() {
     let admin = gw.running.admin_addr.expect("admin listener");
     let mut wij = gw.client(WIJ).await;
     register(&mut wij, &bsn(930), pb::Category::Parenting).await;
-    assert_eq!(http_get(admin, "/livez").await.0, 200);
+    assert_eq!(admin_get(admin, "/livez").await.0, 200);
 
     run_sql(
         &env.database_url,
@@ -210,10 +189,10 @@ async fn a_failed_commit_makes_livez_fail() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    let (live, body) = http_get(admin, "/livez").await;
+    let (live, body) = admin_get(admin, "/livez").await;
     assert_eq!(live, 503, "{body}");
     assert!(body.contains("restart"), "{body}");
-    assert_eq!(http_get(admin, "/readyz").await.0, 503);
+    assert_eq!(admin_get(admin, "/readyz").await.0, 503);
     // Every later call is refused the same way until the restart.
     let later = wij
         .signals
@@ -289,11 +268,11 @@ async fn a_full_disk_gives_unavailable_and_the_gateway_recovers_by_itself() {
     let admin = gw.running.admin_addr.expect("admin listener");
     let mut wij = gw.client(WIJ).await;
     register(&mut wij, &bsn(940), pb::Category::Parenting).await;
-    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
 
     let ballast = fill(&env.data());
     // Readiness tells before the first write fails.
-    let (ready, body) = http_get(admin, "/readyz").await;
+    let (ready, body) = admin_get(admin, "/readyz").await;
     assert_eq!(ready, 503, "{body}");
     assert!(
         body.contains("free") && body.contains(&env.data().display().to_string()),
@@ -319,11 +298,11 @@ async fn a_full_disk_gives_unavailable_and_the_gateway_recovers_by_itself() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("retry later"), "{refused:?}");
     // Not a restart case: the process stays live.
-    assert_eq!(http_get(admin, "/livez").await.0, 200);
+    assert_eq!(admin_get(admin, "/livez").await.0, 200);
 
     // Space returns: the gateway carries on by itself.
     std::fs::remove_file(&ballast).expect("free space");
-    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
     register(&mut wij, &bsn(941), pb::Category::Parenting).await;
     gw.stop().await;
     let report = verify_stored_chain(&env.database_url, &env.data()).await;
@@ -407,8 +386,8 @@ async fn a_killed_postgres_connection_is_unavailable_once_and_then_recovers() {
         "the gateway did not recover ({refused} refusals)"
     );
     assert!(refused <= 2, "{refused} refusals");
-    assert_eq!(http_get(admin, "/livez").await.0, 200);
-    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    assert_eq!(admin_get(admin, "/livez").await.0, 200);
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
     gw.stop().await;
     let report = verify_stored_chain(&env.database_url, &env.data()).await;
     assert!(report.is_ok(), "{:?}", report.first_problem);
