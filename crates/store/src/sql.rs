@@ -181,6 +181,8 @@ pub(crate) struct SqlBackend {
     options: StoreOptions,
     /// Set by `close`: the change listener lets go of its connection.
     closed: watch::Sender<bool>,
+    /// The directory of the SQLite database file, for the free-space check (`None`: PostgreSQL).
+    sqlite_dir: Option<std::path::PathBuf>,
 }
 
 fn micros(t: OffsetDateTime) -> i64 {
@@ -397,7 +399,7 @@ impl SqlBackend {
         } else {
             Dialect::Postgres
         };
-        let url = match dialect {
+        let (url, sqlite_dir) = match dialect {
             Dialect::Sqlite => {
                 let path = url
                     .trim_start_matches("sqlite://")
@@ -409,9 +411,14 @@ impl SqlBackend {
                     usable_database_file(std::path::Path::new(path))?;
                     "rwc"
                 };
-                format!("sqlite://{path}?mode={mode}")
+                let dir = std::path::Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."))
+                    .to_path_buf();
+                (format!("sqlite://{path}?mode={mode}"), Some(dir))
             }
-            Dialect::Postgres => url.to_owned(),
+            Dialect::Postgres => (url.to_owned(), None),
         };
         let busy_ms = options.busy_timeout.as_millis();
         let read = AnyPoolOptions::new()
@@ -432,6 +439,7 @@ impl SqlBackend {
             write: Mutex::new(None),
             options: options.clone(),
             closed: watch::Sender::new(false),
+            sqlite_dir,
         };
         if !options.read_only {
             let mut guard = backend.write.lock().await;
@@ -452,21 +460,6 @@ impl SqlBackend {
             crate::merkle::catch_up_at_open(conn, dialect == Dialect::Sqlite).await?;
         }
         Ok(backend)
-    }
-
-    /// The directory of the SQLite database file (`None` for PostgreSQL).
-    fn sqlite_dir(&self) -> Option<std::path::PathBuf> {
-        if self.dialect != Dialect::Sqlite {
-            return None;
-        }
-        let path = self.url.trim_start_matches("sqlite://");
-        let path = path.split('?').next().unwrap_or(path);
-        let dir = std::path::Path::new(path).parent()?;
-        Some(if dir.as_os_str().is_empty() {
-            std::path::PathBuf::from(".")
-        } else {
-            dir.to_path_buf()
-        })
     }
 
     async fn writer<'a>(
@@ -1553,8 +1546,8 @@ impl Reader for SqlBackend {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.read).await?;
-        if let Some(dir) = self.sqlite_dir() {
-            let free = free_bytes(&dir)?;
+        if let Some(dir) = &self.sqlite_dir {
+            let free = free_bytes(dir)?;
             if free < self.options.min_free_bytes {
                 return Err(StoreError::Unavailable(format!(
                     "only {} MiB free on the file system of {}, below the {} MiB kept in reserve; free space before writes fail",
