@@ -11,6 +11,7 @@ mod children;
 mod load;
 mod scenario;
 mod soak;
+mod store_ceiling;
 
 use std::path::PathBuf;
 

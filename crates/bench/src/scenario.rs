@@ -76,7 +76,14 @@ struct Cell {
     backend: String,
     #[serde(flatten)]
     load: LoadResult,
+    /// Against the transport ceiling (bare tonic + mTLS) at the same concurrency.
     ratio_to_ceiling: Option<f64>,
+    /// The store's ceiling (lean group-commit writer, same backend and concurrency), calls/s.
+    store_ceiling: Option<f64>,
+    /// Against the lower of the transport and the store ceilings: the one that binds here.
+    ratio_to_lower_ceiling: Option<f64>,
+    /// Server CPU time per call (user + system), microseconds.
+    cpu_us_per_call: Option<f64>,
     server_cpu_percent: f64,
     server_peak_rss_mib: f64,
     log_appends_per_second: Option<f64>,
@@ -172,6 +179,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             server_cpu_percent: cpu_percent(before, after, plan.warmup + plan.measure),
             server_peak_rss_mib: after.peak_rss_mib,
             ratio_to_ceiling: Some(1.0),
+            store_ceiling: None,
+            ratio_to_lower_ceiling: None,
+            cpu_us_per_call: per_call(
+                before,
+                after,
+                result.calls,
+                plan.warmup + plan.measure,
+                plan.measure,
+            ),
             log_appends_per_second: None,
             load: result,
         });
@@ -199,6 +215,51 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     let mut bsn_offset = 0u64;
     for (name, url) in &backends {
+        // The store's own ceiling on this backend, at each concurrency.
+        let mut store_rates = Vec::new();
+        for &c in &plan.concurrencies {
+            let result = if name == "sqlite" {
+                crate::store_ceiling::sqlite(
+                    &work.path().join("store-ceiling"),
+                    c,
+                    plan.warmup,
+                    plan.measure,
+                )
+                .await?
+            } else {
+                crate::store_ceiling::postgres(url, c, plan.warmup, plan.measure).await?
+            };
+            println!(
+                "{name:<8} store ceiling c={c:<4} {:>9.0} calls/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+                result.calls_per_second, result.p50_ms, result.p99_ms
+            );
+            store_rates.push((c, result.calls_per_second));
+            report.cells.push(Cell {
+                workload: "store ceiling (lean group-commit writer, 1 state row + 1 record)".into(),
+                backend: name.clone(),
+                ratio_to_ceiling: ratio(c, result.calls_per_second),
+                store_ceiling: Some(result.calls_per_second),
+                ratio_to_lower_ceiling: None,
+                cpu_us_per_call: None,
+                server_cpu_percent: 0.0,
+                server_peak_rss_mib: 0.0,
+                log_appends_per_second: None,
+                load: result,
+            });
+        }
+        let store_rate = |c: usize| store_rates.iter().find(|(cc, _)| *cc == c).map(|(_, r)| *r);
+        let lower = |c: usize, rate: f64| {
+            let transport = ceiling_rates
+                .iter()
+                .find(|(cc, _)| *cc == c)
+                .map(|(_, r)| *r);
+            match (transport, store_rate(c)) {
+                (Some(t), Some(s)) => Some(rate / t.min(s)),
+                (Some(t), None) => Some(rate / t),
+                (None, Some(s)) => Some(rate / s),
+                (None, None) => None,
+            }
+        };
         let config = write_config(work.path(), name, &pki, url)?;
         let gateway =
             Server::spawn(&["gateway", "--config", &config.display().to_string()]).await?;
@@ -246,6 +307,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                 workload: "RegisterSignal (durable write + log record)".into(),
                 backend: name.clone(),
                 ratio_to_ceiling: ratio(c, result.calls_per_second),
+                store_ceiling: store_rate(c),
+                ratio_to_lower_ceiling: lower(c, result.calls_per_second),
+                cpu_us_per_call: per_call(
+                    before,
+                    after,
+                    result.calls,
+                    plan.warmup + plan.measure,
+                    plan.measure,
+                ),
                 server_cpu_percent: cpu_percent(before, after, plan.warmup + plan.measure),
                 server_peak_rss_mib: after.peak_rss_mib,
                 log_appends_per_second: appends,
@@ -266,11 +336,21 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             )
             .await;
             let (result, cpu, rss) = result;
+            // CPU % over warm-up + measure; calls counted over the measured window only.
+            let cpu_us = (result.calls > 0).then(|| {
+                cpu / 100.0 * (plan.warmup + plan.measure).as_secs_f64()
+                    / (result.calls as f64 * (plan.warmup + plan.measure).as_secs_f64()
+                        / plan.measure.as_secs_f64())
+                    * 1e6
+            });
             println!("{name:<8} read  c={c:<4} {:>9.0} calls/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}", result.calls_per_second, result.p50_ms, result.p99_ms, result.errors);
             report.cells.push(Cell {
                 workload: "QueryInvolvement (policy + log record)".into(),
                 backend: name.clone(),
                 ratio_to_ceiling: ratio(c, result.calls_per_second),
+                store_ceiling: store_rate(c),
+                ratio_to_lower_ceiling: lower(c, result.calls_per_second),
+                cpu_us_per_call: cpu_us,
                 server_cpu_percent: cpu,
                 server_peak_rss_mib: rss,
                 log_appends_per_second: None,
@@ -330,6 +410,19 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Server CPU microseconds per call. CPU is sampled over warm-up + measure, calls over the measured
+/// window, so the calls are scaled to the whole span at the measured rate.
+fn per_call(
+    before: load::ProcStats,
+    after: load::ProcStats,
+    calls: u64,
+    span: Duration,
+    measure: Duration,
+) -> Option<f64> {
+    let calls_in_span = calls as f64 * span.as_secs_f64() / measure.as_secs_f64();
+    (calls > 0).then(|| (after.cpu_seconds - before.cpu_seconds) / calls_in_span * 1e6)
 }
 
 fn cpu_percent(before: load::ProcStats, after: load::ProcStats, over: Duration) -> f64 {
@@ -764,12 +857,12 @@ Command: `{}` (about 15 minutes on 2 cores, most of it preloading the 1-million-
 Servers run as separate processes; \"CPU %\" is the server process's CPU time over the cell \
 (200% = both cores). Every gateway call is durable and audited: no call answers before its \
 access-log record is committed (SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`).\n\n\
-## Calls per second and latency\n\n| workload | store | in flight | calls/s | p50 ms | p99 ms | p99.9 ms | errors | vs ceiling | server CPU % | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+## Calls per second and latency\n\n| workload | store | in flight | calls/s | p50 ms | p99 ms | p99.9 ms | errors | vs transport | store ceiling | vs lower ceiling | server CPU µs/call | server CPU % | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         report.date, report.machine, report.command
     );
     for c in &report.cells {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {:.0} | {:.0} |\n",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {:.0} | {:.0} |\n",
             c.workload,
             c.backend,
             c.load.concurrency,
@@ -780,6 +873,15 @@ access-log record is committed (SQLite `synchronous=FULL`, PostgreSQL `synchrono
             c.load.errors,
             c.ratio_to_ceiling
                 .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_default(),
+            c.store_ceiling
+                .map(|r| format!("{r:.0}"))
+                .unwrap_or_default(),
+            c.ratio_to_lower_ceiling
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_default(),
+            c.cpu_us_per_call
+                .map(|r| format!("{r:.0}"))
                 .unwrap_or_default(),
             c.server_cpu_percent,
             c.server_peak_rss_mib

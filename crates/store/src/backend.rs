@@ -146,7 +146,7 @@ pub trait Backend: Reader {
     /// chain it after the current head (read inside the transaction, under a lock that orders
     /// concurrent writers — other replicas too), insert it and its alerts. Returns one `Committed`
     /// per request, in order, only after the commit succeeded.
-    async fn commit_batch(&self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError>;
+    async fn commit_batch(&self, batch: Vec<WriteRequest>) -> Result<Vec<Committed>, StoreError>;
 
     /// Publishes changes made by other processes (PostgreSQL LISTEN/NOTIFY); a no-op for SQLite.
     fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>);

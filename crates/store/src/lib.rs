@@ -13,9 +13,13 @@
 mod backend;
 mod merkle;
 mod model;
+mod mutate;
+mod rows;
 mod sql;
 pub mod testing;
 pub mod transfer;
+mod tx;
+mod write_thread;
 mod writer;
 
 pub use writer::finalise_record;
@@ -48,8 +52,10 @@ pub enum StoreError {
     Record(#[from] signaalpoort_core::access_log::RecordError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("commit failed: {0}")]
-    CommitFailed(sqlx::Error),
+    CommitFailed(String),
     #[error("the writer stopped after a failed commit; restart the gateway")]
     WriterPoisoned,
     #[error("the store is shutting down")]

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use signaalpoort_core::access_log::tree::{self, Frontier, NodeHash};
-use signaalpoort_core::access_log::{AccessRecord, SignedCheckpoint};
+use signaalpoort_core::access_log::SignedCheckpoint;
 use sqlx::{AnyConnection, Executor, Row};
 use time::OffsetDateTime;
 
@@ -112,25 +112,6 @@ where
         .await?
         .try_get(0)?;
     Ok(max.map_or(0, |m| tree::size_from_max_index(m as u64)))
-}
-
-// ---- the writer's hook (called from `sql.rs`, inside the batch's transaction) ----
-
-/// Appends the leaves of a batch's records (in seq order, directly after the tree's current
-/// size) in the open transaction.
-pub(crate) async fn append_leaves(
-    conn: &mut AnyConnection,
-    records: &[AccessRecord],
-) -> Result<(), StoreError> {
-    let Some(first) = records.first() else {
-        return Ok(());
-    };
-    let mut f = frontier(&mut *conn, first.seq - 1).await?;
-    let mut rows = Vec::with_capacity(records.len() * 2);
-    for r in records {
-        rows.extend(f.append(&r.hash));
-    }
-    insert_rows(conn, &rows).await
 }
 
 async fn insert_rows(conn: &mut AnyConnection, rows: &[(u64, NodeHash)]) -> Result<(), StoreError> {

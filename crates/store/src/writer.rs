@@ -64,7 +64,7 @@ pub(crate) fn spawn(
             let (requests, replies): (Vec<_>, Vec<_>) =
                 batch.drain(..).map(|j| (j.request, j.reply)).unzip();
             let touched = touched_streams(&requests);
-            match backend.commit_batch(&requests).await {
+            match backend.commit_batch(requests).await {
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(result));

@@ -1,0 +1,269 @@
+//! The write transaction as the mutation rules see it: synchronous statements with typed
+//! parameters, on the one thread that owns the write connection (see `write_thread.rs`).
+//!
+//! Both backends implement [`Tx`], so each rule (`mutate.rs`) is written once. SQLite runs on
+//! rusqlite with cached prepared statements: a statement is a function call on this thread, not a
+//! hand-off to a driver's worker thread. PostgreSQL runs on sqlx's typed `PgConnection`, driven
+//! from the same thread (`Handle::block_on`): every statement is a round trip anyway.
+
+use sqlx::postgres::{PgArguments, PgConnection, PgRow};
+use sqlx::query::Query;
+use sqlx::{Column, Postgres, Row as _, TypeInfo};
+
+use crate::StoreError;
+
+/// A statement parameter. Typed even when NULL: PostgreSQL needs the type of a NULL.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Blob(Option<Vec<u8>>),
+    Bool(Option<bool>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(Some(v.to_owned()))
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(Some(v.clone()))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(Some(v))
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(Some(v))
+    }
+}
+
+/// Column access by position, for rows of the write thread ([`Row`]) and of the read pool
+/// (sqlx's `AnyRow`) alike, so each row is decoded by one function.
+pub(crate) trait Cols {
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
+    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError>;
+
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.opt_int(i)?.ok_or_else(|| null(i))
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.opt_text(i)?.ok_or_else(|| null(i))
+    }
+    fn blob(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        self.opt_blob(i)?.ok_or_else(|| null(i))
+    }
+}
+
+fn null(i: usize) -> StoreError {
+    StoreError::Corrupt(format!("column {i} is NULL where a value is required"))
+}
+
+fn wrong_type(i: usize, want: &str) -> StoreError {
+    StoreError::Corrupt(format!("column {i} is not {want}"))
+}
+
+impl Cols for sqlx::any::AnyRow {
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get::<Option<i64>, _>(i)?)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get::<Option<String>, _>(i)?)
+    }
+    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.try_get::<Option<Vec<u8>>, _>(i)?)
+    }
+}
+
+/// One result row of the write thread, decoded out of the driver's buffers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Row(Vec<Value>);
+
+impl Cols for Row {
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        match self.0.get(i) {
+            Some(Value::Int(v)) => Ok(*v),
+            Some(Value::Bool(v)) => Ok(v.map(i64::from)),
+            Some(Value::Text(None) | Value::Blob(None)) => Ok(None),
+            _ => Err(wrong_type(i, "an integer")),
+        }
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        match self.0.get(i) {
+            Some(Value::Text(v)) => Ok(v.clone()),
+            Some(Value::Int(None) | Value::Blob(None) | Value::Bool(None)) => Ok(None),
+            _ => Err(wrong_type(i, "text")),
+        }
+    }
+    fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.0.get(i) {
+            Some(Value::Blob(v)) => Ok(v.clone()),
+            Some(Value::Int(None) | Value::Text(None) | Value::Bool(None)) => Ok(None),
+            _ => Err(wrong_type(i, "a blob")),
+        }
+    }
+}
+
+/// The open write transaction. Statements use `$1, $2, …` placeholders in ascending order of
+/// first use (SQLite numbers `$n` names in order of appearance).
+pub(crate) trait Tx {
+    fn is_postgres(&self) -> bool;
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
+    /// Runs a statement; returns the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
+
+    fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+    fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, StoreError> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| StoreError::Corrupt(format!("no row from {sql}")))
+    }
+}
+
+// ---- SQLite: rusqlite on the write thread ----
+
+pub(crate) struct SqliteTx<'c> {
+    pub(crate) conn: &'c rusqlite::Connection,
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), rusqlite::Error> {
+    for (i, v) in params.iter().enumerate() {
+        let n = i + 1;
+        match v {
+            Value::Int(v) => stmt.raw_bind_parameter(n, v)?,
+            Value::Text(v) => stmt.raw_bind_parameter(n, v)?,
+            Value::Blob(v) => stmt.raw_bind_parameter(n, v)?,
+            Value::Bool(v) => stmt.raw_bind_parameter(n, v)?,
+        }
+    }
+    Ok(())
+}
+
+impl Tx for SqliteTx<'_> {
+    fn is_postgres(&self) -> bool {
+        false
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        bind(&mut stmt, params)?;
+        let width = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut row = Vec::with_capacity(width);
+            for i in 0..width {
+                use rusqlite::types::ValueRef;
+                row.push(match r.get_ref(i)? {
+                    ValueRef::Null => Value::Int(None),
+                    ValueRef::Integer(v) => Value::Int(Some(v)),
+                    ValueRef::Text(t) => Value::Text(Some(
+                        std::str::from_utf8(t)
+                            .map_err(|_| wrong_type(i, "UTF-8 text"))?
+                            .to_owned(),
+                    )),
+                    ValueRef::Blob(b) => Value::Blob(Some(b.to_vec())),
+                    ValueRef::Real(_) => return Err(wrong_type(i, "an integer, text or blob")),
+                });
+            }
+            out.push(Row(row));
+        }
+        Ok(out)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        bind(&mut stmt, params)?;
+        Ok(stmt.raw_execute()? as u64)
+    }
+}
+
+// ---- PostgreSQL: sqlx's typed connection, driven from the write thread ----
+
+pub(crate) struct PgTx<'c> {
+    pub(crate) conn: &'c mut PgConnection,
+    pub(crate) runtime: &'c tokio::runtime::Handle,
+}
+
+fn pg_query<'q>(sql: &'q str, params: &'q [Value]) -> Query<'q, Postgres, PgArguments> {
+    let mut q = sqlx::query(sql);
+    for v in params {
+        q = match v {
+            Value::Int(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.as_deref()),
+            Value::Blob(v) => q.bind(v.as_deref()),
+            Value::Bool(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
+    let mut row = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        row.push(match col.type_info().name() {
+            "INT8" => Value::Int(r.try_get::<Option<i64>, _>(i)?),
+            "INT4" => Value::Int(r.try_get::<Option<i32>, _>(i)?.map(i64::from)),
+            "INT2" => Value::Int(r.try_get::<Option<i16>, _>(i)?.map(i64::from)),
+            "BOOL" => Value::Bool(r.try_get::<Option<bool>, _>(i)?),
+            "BYTEA" => Value::Blob(r.try_get::<Option<Vec<u8>>, _>(i)?),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
+                Value::Text(r.try_get::<Option<String>, _>(i)?)
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "column {i} has type {other}, which the write path does not read"
+                )))
+            }
+        });
+    }
+    Ok(Row(row))
+}
+
+impl Tx for PgTx<'_> {
+    fn is_postgres(&self) -> bool {
+        true
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let conn = &mut *self.conn;
+        let rows = self
+            .runtime
+            .block_on(pg_query(sql, params).fetch_all(conn))?;
+        rows.iter().map(pg_row).collect()
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let conn = &mut *self.conn;
+        Ok(self
+            .runtime
+            .block_on(pg_query(sql, params).execute(conn))?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,600 @@
+//! The write thread: one OS thread owns the write connection and runs each group-commit batch
+//! whole — BEGIN, every request's rule (`mutate.rs`), the batch's access-log records and Merkle
+//! leaves, COMMIT — with one hand-off in (the batch) and one out (the results).
+//!
+//! SQLite runs on rusqlite with cached prepared statements, `BEGIN IMMEDIATE`, WAL and
+//! `synchronous=FULL`. PostgreSQL runs on sqlx's typed connection, READ COMMITTED,
+//! `synchronous_commit=on`, and every transaction first locks the one-row `log_head`
+//! (`SELECT … FOR UPDATE`): that lock totally orders write transactions across replicas, so the
+//! chain gets one order and a transaction sees every signal committed before it.
+//!
+//! Failures: a statement that fails for one request fails that request alone (the batch is rolled
+//! back and applied again without it); a database that cannot take writes for now (disk full,
+//! connection lost) fails the batch as [`StoreError::Unavailable`] and the next batch tries again
+//! on a fresh connection; a COMMIT whose outcome is unknown is [`StoreError::CommitFailed`], which
+//! poisons the writer (`writer.rs`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use signaalpoort_core::access_log::tree::{self, Frontier, NodeHash};
+use signaalpoort_core::access_log::{AccessRecord, GENESIS_HASH};
+use signaalpoort_core::SubjectPseudonym;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Executor};
+use tokio::sync::oneshot;
+
+use crate::mutate::apply_request;
+use crate::rows::{hash32, json, micros};
+use crate::tx::{Cols, PgTx, SqliteTx, Tx, Value};
+use crate::writer::finalise_record;
+use crate::{AlertDraft, AlertKind, Committed, Mutation, Rejection, StoreError, WriteRequest};
+
+pub(crate) const CHANGES_CHANNEL: &str = "signaalpoort_changes";
+
+/// Access-log rows per INSERT: a batch's records go in a few statements, not one per call.
+const RECORDS_PER_INSERT: usize = 256;
+/// Tree rows per INSERT statement.
+const TREE_ROWS_PER_INSERT: usize = 400;
+
+/// What the write thread connects to.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Sqlite {
+        path: PathBuf,
+        busy_timeout: Duration,
+    },
+    Postgres {
+        url: String,
+    },
+}
+
+enum Conn {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<PgConnection>),
+}
+
+enum Job {
+    Batch {
+        batch: Vec<WriteRequest>,
+        reply: oneshot::Sender<Result<Vec<Committed>, StoreError>>,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle the backend holds: sends batches to the thread.
+pub(crate) struct WriteThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WriteThread {
+    /// Starts the thread. It connects lazily (on the first batch), so a database that is down at
+    /// start fails that batch as unavailable instead of the thread.
+    pub(crate) fn spawn(target: Target) -> Result<WriteThread, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StoreError::Unavailable(format!("no async runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("signaalpoort-writer".into())
+            .spawn(move || {
+                let mut state = State {
+                    target,
+                    runtime,
+                    conn: None,
+                    frontier: None,
+                };
+                while let Ok(job) = queue.recv() {
+                    match job {
+                        Job::Batch { batch, reply } => {
+                            let _ = reply.send(state.commit(&batch));
+                        }
+                        Job::Close(done) => {
+                            state.close();
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
+                }
+                state.close();
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the write thread: {e}")))?;
+        Ok(WriteThread { jobs })
+    }
+
+    pub(crate) async fn commit(
+        &self,
+        batch: Vec<WriteRequest>,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Batch { batch, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Closes the write connection; later batches fail as closed.
+    pub(crate) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+/// Why a batch attempt stopped: a statement of one request, or the batch itself (the head, the
+/// records, the connection).
+#[derive(Debug)]
+enum BatchError {
+    Request { index: usize, error: StoreError },
+    Batch(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Batch(e)
+    }
+}
+
+impl From<signaalpoort_core::access_log::RecordError> for BatchError {
+    fn from(e: signaalpoort_core::access_log::RecordError) -> Self {
+        BatchError::Batch(e.into())
+    }
+}
+
+struct State {
+    target: Target,
+    runtime: tokio::runtime::Handle,
+    conn: Option<Conn>,
+    /// The Merkle tree's frontier after the last committed batch, so a batch does not re-read
+    /// it. Used only when its size is the head the batch found (another replica may have
+    /// appended meanwhile).
+    frontier: Option<Frontier>,
+}
+
+impl State {
+    fn is_sqlite(&self) -> bool {
+        matches!(self.target, Target::Sqlite { .. })
+    }
+
+    fn connect(&self) -> Result<Conn, StoreError> {
+        match &self.target {
+            Target::Sqlite { path, busy_timeout } => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                // Durability is claimed, so it is set explicitly: WAL with FULL sync, never NORMAL.
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| {
+                    r.get::<_, String>(0)
+                })?;
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                conn.pragma_update(None, "foreign_keys", "ON")?;
+                conn.busy_timeout(*busy_timeout)?;
+                // Every rule's statements, the batch's and the tree's stay prepared.
+                conn.set_prepared_statement_cache_capacity(128);
+                Ok(Conn::Sqlite(conn))
+            }
+            Target::Postgres { url } => {
+                let options = PgConnectOptions::from_str(url)?;
+                let mut conn = self.runtime.block_on(options.connect())?;
+                self.runtime.block_on(async {
+                    conn.execute("SET synchronous_commit = on").await?;
+                    // The writer plans each statement with its real parameters and the tables'
+                    // current size. A cached generic plan, costed while `signals` was nearly
+                    // empty, walked every open signal (2–10 ms per call at 15k signals).
+                    conn.execute("SET plan_cache_mode = force_custom_plan")
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                })?;
+                Ok(Conn::Postgres(Box::new(conn)))
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(Conn::Postgres(conn)) = self.conn.take() {
+            let _ = self.runtime.block_on(sqlx::Connection::close(*conn));
+        }
+    }
+
+    /// Runs `f` with the open connection as a [`Tx`].
+    fn with_tx<R>(&mut self, f: impl FnOnce(&mut dyn Tx) -> R) -> Option<R> {
+        match self.conn.as_mut()? {
+            Conn::Sqlite(conn) => Some(f(&mut SqliteTx { conn })),
+            Conn::Postgres(conn) => Some(f(&mut PgTx {
+                conn,
+                runtime: &self.runtime,
+            })),
+        }
+    }
+
+    fn commit(&mut self, batch: &[WriteRequest]) -> Result<Vec<Committed>, StoreError> {
+        // Requests whose own statements failed; the batch is applied again without them. Each
+        // attempt fails at most one more, so this ends.
+        let mut failed = BTreeMap::new();
+        let sqlite = self.is_sqlite();
+        loop {
+            if self.conn.is_none() {
+                let conn = self
+                    .connect()
+                    .map_err(|e| StoreError::Unavailable(describe_unavailable(&e)))?;
+                self.conn = Some(conn);
+            }
+            let begin = if sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" };
+            match self.with_tx(|tx| tx.execute(begin, &[])) {
+                None => return Err(StoreError::Closed),
+                Some(Err(e)) => {
+                    // A broken connection is replaced on the next batch.
+                    self.conn = None;
+                    return Err(StoreError::Unavailable(describe_unavailable(&e)));
+                }
+                Some(Ok(_)) => {}
+            }
+            let cached = self.frontier.clone();
+            let Some(attempt) = self.with_tx(|tx| apply_batch(tx, batch, &failed, cached)) else {
+                return Err(StoreError::Closed);
+            };
+            let error = match attempt {
+                Ok((committed, frontier)) => {
+                    let Some(done) = self.with_tx(|tx| tx.execute("COMMIT", &[])) else {
+                        return Err(StoreError::Closed);
+                    };
+                    match done {
+                        Ok(_) => {
+                            self.frontier = Some(frontier);
+                            return Ok(committed);
+                        }
+                        Err(e) => {
+                            self.frontier = None;
+                            // SQLite keeps the transaction open when COMMIT fails for want of
+                            // space (or a lock): rolled back, nothing happened, the writer goes on.
+                            if sqlite && cannot_write_now(&e) {
+                                self.rollback();
+                                return Err(StoreError::Unavailable(describe_unavailable(&e)));
+                            }
+                            // Otherwise nobody knows whether it committed.
+                            self.conn = None;
+                            return Err(StoreError::CommitFailed(e.to_string()));
+                        }
+                    }
+                }
+                Err(error) => error,
+            };
+            self.frontier = None;
+            self.rollback();
+            match error {
+                BatchError::Request { index, error } if !cannot_write_now(&error) => {
+                    tracing::error!(error = %error, request = index, "a request's statement failed; applying its batch without it");
+                    failed.insert(index, error.to_string());
+                }
+                BatchError::Request { error, .. } | BatchError::Batch(error) => {
+                    if cannot_write_now(&error) {
+                        // The connection may be dead (terminated, reset): the next batch opens
+                        // a fresh one.
+                        self.conn = None;
+                        tracing::warn!(error = %error, "the database cannot take writes now; the batch was rolled back");
+                        return Err(StoreError::Unavailable(describe_unavailable(&error)));
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn rollback(&mut self) {
+        let ok = self
+            .with_tx(|tx| tx.execute("ROLLBACK", &[]).is_ok())
+            .unwrap_or(false);
+        if !ok {
+            self.conn = None;
+        }
+    }
+}
+
+/// Applies the batch inside the open transaction. The requests in `failed` are not applied: an
+/// earlier attempt found one of their statements failing, so they get
+/// [`Rejection::StatementFailed`] and their record says so. Returns the tree's new frontier.
+fn apply_batch(
+    tx: &mut dyn Tx,
+    batch: &[WriteRequest],
+    failed: &BTreeMap<usize, String>,
+    cached: Option<Frontier>,
+) -> Result<(Vec<Committed>, Frontier), BatchError> {
+    let (mut seq, mut prev) = head(tx)?;
+    let mut out = Vec::with_capacity(batch.len());
+    let mut records = Vec::with_capacity(batch.len());
+    let mut notify = false;
+    for (index, req) in batch.iter().enumerate() {
+        let (outcome, replayed) = match failed.get(&index) {
+            Some(why) => (Err(Rejection::StatementFailed(why.clone())), false),
+            None => apply_request(tx, req).map_err(|error| BatchError::Request { index, error })?,
+        };
+        let draft = finalise_record(&req.record, &outcome, replayed);
+        seq += 1;
+        let record = AccessRecord::chain(seq, prev, draft)?;
+        prev = record.hash;
+        let mut alerts = req.alerts.clone();
+        if record.draft.flagged_for_review {
+            alerts.insert(
+                0,
+                AlertDraft {
+                    kind: AlertKind::SafetyBasisUsed,
+                    detail: format!("safety basis used for {}", record.draft.action),
+                },
+            );
+        }
+        for a in &alerts {
+            tx.execute(
+                "INSERT INTO alerts (kind, time, agency_oin, actor_id, record_seq, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    a.kind.code().into(),
+                    micros(record.draft.time).into(),
+                    (&record.draft.agency_oin).into(),
+                    (&record.draft.actor_id).into(),
+                    (seq as i64).into(),
+                    (&a.detail).into(),
+                ],
+            )?;
+        }
+        notify |= !alerts.is_empty()
+            || (outcome.is_ok()
+                && !matches!(
+                    req.mutation,
+                    Mutation::None | Mutation::DeliverNotifications { .. }
+                ));
+        out.push(Committed {
+            seq,
+            outcome,
+            replayed,
+        });
+        records.push(record);
+    }
+    insert_records(tx, &records)?;
+    // Issue 14: the records' Merkle leaves, in this same transaction.
+    let frontier = append_leaves(tx, &records, cached)?;
+    if tx.is_postgres() {
+        tx.execute(
+            "UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1",
+            &[(seq as i64).into(), prev.to_vec().into()],
+        )?;
+        if notify {
+            tx.execute(&format!("SELECT pg_notify('{CHANGES_CHANNEL}', 'c')"), &[])?;
+        }
+    }
+    Ok((out, frontier))
+}
+
+/// The chain head: the last record's seq and hash (the anchor when retention removed them all).
+fn head(tx: &mut dyn Tx) -> Result<(u64, [u8; 32]), StoreError> {
+    if tx.is_postgres() {
+        // The lock that orders write transactions across replicas.
+        let row = tx.query_one(
+            "SELECT seq, hash FROM log_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )?;
+        return Ok((row.int(0)? as u64, hash32(row.blob(1)?, "log head")?));
+    }
+    if let Some(row) = tx.query_opt(
+        "SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1",
+        &[],
+    )? {
+        return Ok((row.int(0)? as u64, hash32(row.blob(1)?, "log head")?));
+    }
+    // Empty: a fresh log, or (never in practice) retention removed every record.
+    match tx.query_opt("SELECT seq, hash FROM log_anchor WHERE id = 1", &[])? {
+        Some(row) => Ok((row.int(0)? as u64, hash32(row.blob(1)?, "log anchor")?)),
+        None => Ok((0, GENESIS_HASH)),
+    }
+}
+
+/// `($1, ..., $w), ($w+1, ...)` for `rows` rows of `width` parameters.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(rows * width * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            let _ = write!(
+                sql,
+                "{}${}",
+                if col == 0 { "" } else { ", " },
+                row * width + col + 1
+            );
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts a batch's records (already chained, in seq order) and their subject index rows.
+fn insert_records(tx: &mut dyn Tx, records: &[AccessRecord]) -> Result<(), StoreError> {
+    const COLUMNS: usize = 22;
+    for chunk in records.chunks(RECORDS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO access_log (seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, flagged, trace_id, span_id, object_id, prev_hash, hash) VALUES {}",
+            placeholders(chunk.len(), COLUMNS)
+        );
+        let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * COLUMNS);
+        for r in chunk {
+            let d = &r.draft;
+            params.extend([
+                (r.seq as i64).into(),
+                micros(d.time).into(),
+                (&d.agency_oin).into(),
+                d.role.map(|x| x.code().to_owned()).into(),
+                (&d.actor_id).into(),
+                (&d.action).into(),
+                json(&d.subjects)?.into(),
+                (&d.household_id).into(),
+                d.purpose.map(|x| x.code().to_owned()).into(),
+                d.basis.map(|x| x.code().to_owned()).into(),
+                d.decision.code().into(),
+                (&d.reason).into(),
+                i64::from(d.status_code).into(),
+                (&d.request_id).into(),
+                (&d.cert_fingerprint).into(),
+                (&d.justification).into(),
+                d.flagged_for_review.into(),
+                (&d.trace_id).into(),
+                (&d.span_id).into(),
+                (&d.object_id).into(),
+                r.prev_hash.to_vec().into(),
+                r.hash.to_vec().into(),
+            ]);
+        }
+        tx.execute(&sql, &params)?;
+    }
+    let mut subjects: Vec<(SubjectPseudonym, i64)> = Vec::new();
+    for r in records {
+        for s in &r.draft.subjects {
+            if let Some(p) = SubjectPseudonym::from_hex(s) {
+                subjects.push((p, r.seq as i64));
+            }
+        }
+    }
+    for chunk in subjects.chunks(RECORDS_PER_INSERT * 2) {
+        let sql = format!(
+            "INSERT INTO access_log_subjects (subject, seq) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(chunk.len(), 2)
+        );
+        let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+        for (p, seq) in chunk {
+            params.push(p.as_bytes().to_vec().into());
+            params.push((*seq).into());
+        }
+        tx.execute(&sql, &params)?;
+    }
+    Ok(())
+}
+
+/// The stored tree's frontier at `size` leaves; an error when the tree lacks a node there.
+fn stored_frontier(tx: &mut dyn Tx, size: u64) -> Result<Frontier, StoreError> {
+    let indexes = tree::frontier_indexes(size);
+    let mut found: BTreeMap<u64, NodeHash> = BTreeMap::new();
+    if !indexes.is_empty() {
+        let list = (1..=indexes.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params: Vec<Value> = indexes
+            .iter()
+            .map(|i| Value::from(i64::try_from(*i).unwrap_or(i64::MAX)))
+            .collect();
+        for row in tx.query(
+            &format!("SELECT idx, hash FROM log_tree WHERE idx IN ({list})"),
+            &params,
+        )? {
+            found.insert(row.int(0)? as u64, hash32(row.blob(1)?, "a tree hash")?);
+        }
+    }
+    let hashes = indexes
+        .iter()
+        .map(|i| {
+            found.get(i).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the access-log Merkle tree lacks node {i} of a tree of {size} records"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Frontier::from_hashes(size, &hashes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Appends the leaves of a batch's records (in seq order, directly after the tree's current
+/// size) in the open transaction; returns the frontier after them.
+fn append_leaves(
+    tx: &mut dyn Tx,
+    records: &[AccessRecord],
+    cached: Option<Frontier>,
+) -> Result<Frontier, StoreError> {
+    let Some(first) = records.first() else {
+        return Ok(cached.unwrap_or_default());
+    };
+    let size = first.seq - 1;
+    let mut f = match cached {
+        Some(f) if f.size() == size => f,
+        _ => stored_frontier(tx, size)?,
+    };
+    let mut rows = Vec::with_capacity(records.len() * 2);
+    for r in records {
+        rows.extend(f.append(&r.hash));
+    }
+    for chunk in rows.chunks(TREE_ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO log_tree (idx, hash) VALUES {}",
+            placeholders(chunk.len(), 2)
+        );
+        let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+        for (i, h) in chunk {
+            params.push(i64::try_from(*i).unwrap_or(i64::MAX).into());
+            params.push(h.to_vec().into());
+        }
+        tx.execute(&sql, &params)?;
+    }
+    Ok(f)
+}
+
+/// Whether an error says the database cannot take writes for now (no space, I/O, lost connection,
+/// server shutting down) rather than that a statement was wrong. Such errors fail the whole batch
+/// as UNAVAILABLE and leave the writer running, so the gateway recovers once the cause is gone.
+pub(crate) fn cannot_write_now(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(_) => true,
+        // SQLite primary codes (the low byte of the extended code): BUSY, NOMEM, READONLY, IOERR,
+        // CORRUPT, FULL, CANTOPEN.
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            matches!(f.extended_code & 0xff, 5 | 7 | 8 | 10 | 11 | 13 | 14)
+        }
+        StoreError::Database(e) => match e {
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                match code.parse::<i32>() {
+                    Ok(n) => matches!(n & 0xff, 5 | 7 | 8 | 10 | 11 | 13 | 14),
+                    // PostgreSQL SQLSTATE classes: connection exception, insufficient resources,
+                    // operator intervention, system error.
+                    Err(_) => ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c)),
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// What an operator should read for an error that stopped writes.
+pub(crate) fn describe_unavailable(e: &StoreError) -> String {
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
+            if f.extended_code & 0xff == 13 =>
+        {
+            format!(
+                "the disk is full: {}",
+                msg.as_deref().unwrap_or("database or disk is full")
+            )
+        }
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            let code = db.code().unwrap_or_default();
+            if code.parse::<i32>().is_ok_and(|n| n & 0xff == 13) || code == "53100" {
+                format!("the disk is full: {db}")
+            } else if code.starts_with("57") || code.starts_with("08") {
+                format!("the database connection was lost: {db}")
+            } else {
+                e.to_string()
+            }
+        }
+        StoreError::Database(sqlx::Error::Io(io)) => {
+            format!("the database connection was lost: {io}")
+        }
+        other => other.to_string(),
+    }
+}
