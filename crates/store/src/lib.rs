@@ -14,6 +14,7 @@ mod backend;
 mod merkle;
 mod model;
 mod mutate;
+mod register_run;
 mod rows;
 mod sql;
 pub mod testing;

@@ -28,10 +28,13 @@ use sqlx::{ConnectOptions, Executor};
 use tokio::sync::oneshot;
 
 use crate::mutate::apply_request;
+use crate::register_run;
 use crate::rows::{hash32, json, micros};
 use crate::tx::{Cols, PgTx, SqliteTx, Tx, Value};
 use crate::writer::finalise_record;
-use crate::{AlertDraft, AlertKind, Committed, Mutation, Rejection, StoreError, WriteRequest};
+use crate::{
+    AlertDraft, AlertKind, Committed, Mutation, Outcome, Rejection, StoreError, WriteRequest,
+};
 
 pub(crate) const CHANGES_CHANNEL: &str = "signaalpoort_changes";
 
@@ -128,8 +131,14 @@ impl WriteThread {
 /// records, the connection).
 #[derive(Debug)]
 enum BatchError {
-    Request { index: usize, error: StoreError },
+    Request {
+        index: usize,
+        error: StoreError,
+    },
     Batch(StoreError),
+    /// A statement of a set-applied run failed: whose it was is not known, so the batch is applied
+    /// again one request at a time.
+    SetFailed(StoreError),
 }
 
 impl From<StoreError> for BatchError {
@@ -216,6 +225,7 @@ impl State {
         // Requests whose own statements failed; the batch is applied again without them. Each
         // attempt fails at most one more, so this ends.
         let mut failed = BTreeMap::new();
+        let mut set_runs = true;
         let sqlite = self.is_sqlite();
         loop {
             if self.conn.is_none() {
@@ -235,7 +245,9 @@ impl State {
                 Some(Ok(_)) => {}
             }
             let cached = self.frontier.clone();
-            let Some(attempt) = self.with_tx(|tx| apply_batch(tx, batch, &failed, cached)) else {
+            let Some(attempt) =
+                self.with_tx(|tx| apply_batch(tx, batch, &failed, cached, set_runs))
+            else {
                 return Err(StoreError::Closed);
             };
             let error = match attempt {
@@ -267,11 +279,17 @@ impl State {
             self.frontier = None;
             self.rollback();
             match error {
+                BatchError::SetFailed(error) if !cannot_write_now(&error) => {
+                    tracing::warn!(error = %error, "a set statement failed; applying the batch one request at a time");
+                    set_runs = false;
+                }
                 BatchError::Request { index, error } if !cannot_write_now(&error) => {
                     tracing::error!(error = %error, request = index, "a request's statement failed; applying its batch without it");
                     failed.insert(index, error.to_string());
                 }
-                BatchError::Request { error, .. } | BatchError::Batch(error) => {
+                BatchError::Request { error, .. }
+                | BatchError::Batch(error)
+                | BatchError::SetFailed(error) => {
                     if cannot_write_now(&error) {
                         // The connection may be dead (terminated, reset): the next batch opens
                         // a fresh one.
@@ -303,16 +321,44 @@ fn apply_batch(
     batch: &[WriteRequest],
     failed: &BTreeMap<usize, String>,
     cached: Option<Frontier>,
+    set_runs: bool,
 ) -> Result<(Vec<Committed>, Frontier), BatchError> {
     let (mut seq, mut prev) = head(tx)?;
+    // Each request's outcome, in batch order: runs of new signals as a set where they are the
+    // plain case (`register_run.rs`), everything else one request at a time.
+    let mut outcomes: Vec<(Outcome, bool)> = Vec::with_capacity(batch.len());
+    let mut index = 0;
+    while index < batch.len() {
+        let run_end = if set_runs {
+            (index..batch.len())
+                .find(|&i| failed.contains_key(&i) || !register_run::is_new_signal(&batch[i]))
+                .unwrap_or(batch.len())
+        } else {
+            index
+        };
+        if run_end > index + 1 {
+            let run = &batch[index..run_end];
+            if let Some(done) = register_run::apply_run(tx, run).map_err(BatchError::SetFailed)? {
+                outcomes.extend(done.into_iter().map(|o| (o, false)));
+                index = run_end;
+                continue;
+            }
+        }
+        let end = run_end.max(index + 1);
+        for (offset, req) in batch[index..end].iter().enumerate() {
+            let at = index + offset;
+            outcomes.push(match failed.get(&at) {
+                Some(why) => (Err(Rejection::StatementFailed(why.clone())), false),
+                None => apply_request(tx, req)
+                    .map_err(|error| BatchError::Request { index: at, error })?,
+            });
+        }
+        index = end;
+    }
     let mut out = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
     let mut notify = false;
-    for (index, req) in batch.iter().enumerate() {
-        let (outcome, replayed) = match failed.get(&index) {
-            Some(why) => (Err(Rejection::StatementFailed(why.clone())), false),
-            None => apply_request(tx, req).map_err(|error| BatchError::Request { index, error })?,
-        };
+    for (req, (outcome, replayed)) in batch.iter().zip(outcomes) {
         let draft = finalise_record(&req.record, &outcome, replayed);
         seq += 1;
         let record = AccessRecord::chain(seq, prev, draft)?;

@@ -419,15 +419,28 @@ async fn concurrent_calls_share_batches_and_one_chain(store: Arc<Store>) {
             } else {
                 register(&format!("c-{i}"), &by, who, now)
             };
+            // Some calls carry an idempotency key (replayed below).
+            let idempotency = (i % 3 == 0).then(|| Idempotency {
+                agency: by.clone(),
+                request_id: format!("key-{i}"),
+                action: "RegisterSignal",
+                fingerprint: [i as u8; 32],
+            });
             store
-                .execute(write(mutation, &by))
+                .execute(WriteRequest {
+                    idempotency,
+                    ..write(mutation, &by)
+                })
                 .await
                 .expect("committed")
         }));
     }
     let mut seqs = BTreeSet::new();
+    let mut first_outcomes = Vec::new();
     for t in tasks {
-        seqs.insert(t.await.expect("task").seq);
+        let done = t.await.expect("task");
+        seqs.insert(done.seq);
+        first_outcomes.push(done.outcome);
     }
     assert_eq!(seqs.len(), 200, "every call has its own record");
     assert_eq!(seqs.first(), Some(&1));
@@ -462,7 +475,33 @@ async fn concurrent_calls_share_batches_and_one_chain(store: Arc<Store>) {
     let unique: BTreeSet<_> = notified.iter().cloned().collect();
     assert_eq!(unique.len(), notified.len(), "no notification twice");
     assert_eq!(unique, expected);
-    assert_log_whole(&store, 200).await;
+    // A keyed call replays its first outcome, whichever way its batch applied it.
+    for i in [3u32, 6, 99] {
+        let by = agency((i % 4) as u8 + 1);
+        let retry = store
+            .execute(WriteRequest {
+                idempotency: Some(Idempotency {
+                    agency: by.clone(),
+                    request_id: format!("key-{i}"),
+                    action: "RegisterSignal",
+                    fingerprint: [i as u8; 32],
+                }),
+                ..write(
+                    register(
+                        &format!("again-{i}"),
+                        &by,
+                        person((i % 50) as u8 + 100),
+                        now,
+                    ),
+                    &by,
+                )
+            })
+            .await
+            .expect("retry");
+        assert!(retry.replayed, "call {i} replayed");
+        assert_eq!(retry.outcome, first_outcomes[i as usize], "call {i}");
+    }
+    assert_log_whole(&store, 203).await;
 }
 
 async fn expiry_ends_matches_and_counts_history(store: &Store) {
