@@ -18,13 +18,9 @@ use time::OffsetDateTime;
 
 use crate::rows::{from_micros, json, micros, oin, subject, SIGNAL_COLUMNS};
 use crate::tx::{Cols, Tx, Value};
-use crate::write_thread::placeholders;
 use crate::{
     Effect, MatchRow, Mutation, NotificationKind, Outcome, SignalRow, StoreError, WriteRequest,
 };
-
-/// Rows per multi-row INSERT (parameters stay far below both databases' limits).
-const ROWS_PER_INSERT: usize = 400;
 
 /// The requests of a run, as the plain case needs them.
 struct New<'a> {
@@ -145,31 +141,28 @@ pub(crate) fn apply_run(
     }
 
     // The plain case: insert every signal.
-    for chunk in news.chunks(ROWS_PER_INSERT) {
-        let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
-        for n in chunk {
-            params.extend([
-                n.id.into(),
-                n.agency.to_string().into(),
-                n.subject.as_bytes().to_vec().into(),
-                n.category.code().into(),
-                (&n.contact.team).into(),
-                (&n.contact.phone).into(),
-                n.contact.email.clone().into(),
-                micros(n.now).into(),
-                micros(n.now).into(),
-                micros(n.expires_at).into(),
-                Value::Int(None),
-            ]);
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES {}",
-                placeholders(chunk.len(), 11)
-            ),
-            &params,
-        )?;
+    let mut params: Vec<Value> = Vec::with_capacity(news.len() * 11);
+    for n in &news {
+        params.extend([
+            n.id.into(),
+            n.agency.to_string().into(),
+            n.subject.as_bytes().to_vec().into(),
+            n.category.code().into(),
+            (&n.contact.team).into(),
+            (&n.contact.phone).into(),
+            n.contact.email.clone().into(),
+            micros(n.now).into(),
+            micros(n.now).into(),
+            micros(n.expires_at).into(),
+            Value::Int(None),
+        ]);
     }
+    tx.insert_rows(
+        &format!("INSERT INTO signals ({SIGNAL_COLUMNS})"),
+        "",
+        11,
+        &params,
+    )?;
 
     // Every candidate match of the run's persons, at the earliest `now` of the run (each request
     // then keeps those active at its own `now`).
@@ -246,16 +239,13 @@ pub(crate) fn apply_run(
             notifications.push(notification(n.agency, n.id, &m.signal_id, level, n.now));
         }
     }
-    for chunk in notifications.chunks(ROWS_PER_INSERT) {
-        let params: Vec<Value> = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO notifications (recipient_oin, kind, recipient_signal_id, other_signal_id, level, household_id, coordination_event, occurred_at) VALUES {}",
-                placeholders(chunk.len(), 8)
-            ),
-            &params,
-        )?;
-    }
+    let params: Vec<Value> = notifications.into_iter().flatten().collect();
+    tx.insert_rows(
+        "INSERT INTO notifications (recipient_oin, kind, recipient_signal_id, other_signal_id, level, household_id, coordination_event, occurred_at)",
+        "",
+        8,
+        &params,
+    )?;
 
     let outcomes: Vec<Outcome> = news
         .iter()
@@ -283,28 +273,25 @@ pub(crate) fn apply_run(
         .zip(&outcomes)
         .filter(|(n, _)| n.req.idempotency.is_some())
         .collect();
-    for chunk in keyed.chunks(ROWS_PER_INSERT) {
-        let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
-        for (n, outcome) in chunk {
-            let Some(key) = &n.req.idempotency else {
-                continue;
-            };
-            params.extend([
-                key.agency.to_string().into(),
-                (&key.request_id).into(),
-                json(outcome)?.into(),
-                key.action.into(),
-                key.fingerprint.to_vec().into(),
-            ]);
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO idempotency (agency_oin, request_id, outcome, action, fingerprint) VALUES {}",
-                placeholders(chunk.len(), 5)
-            ),
-            &params,
-        )?;
+    let mut params: Vec<Value> = Vec::with_capacity(keyed.len() * 5);
+    for (n, outcome) in keyed {
+        let Some(key) = &n.req.idempotency else {
+            continue;
+        };
+        params.extend([
+            key.agency.to_string().into(),
+            (&key.request_id).into(),
+            json(outcome)?.into(),
+            key.action.into(),
+            key.fingerprint.to_vec().into(),
+        ]);
     }
+    tx.insert_rows(
+        "INSERT INTO idempotency (agency_oin, request_id, outcome, action, fingerprint)",
+        "",
+        5,
+        &params,
+    )?;
     Ok(Some(outcomes))
 }
 

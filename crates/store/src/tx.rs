@@ -137,6 +137,19 @@ pub(crate) trait Tx {
     /// Runs a statement; returns the rows it changed.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
 
+    /// Inserts rows of `width` values each (`params` holds them one row after the other):
+    /// `{head} VALUES (…){tail}`. SQLite runs one cached single-row statement per row (no parse
+    /// per batch: a multi-row statement of a new size is parsed anew, and parsing a few thousand
+    /// placeholders costs more than the rows); PostgreSQL sends one `UNNEST` statement for all
+    /// rows (each statement is a round trip, and its text does not change with the row count).
+    fn insert_rows(
+        &mut self,
+        head: &str,
+        tail: &str,
+        width: usize,
+        params: &[Value],
+    ) -> Result<(), StoreError>;
+
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
@@ -144,6 +157,25 @@ pub(crate) trait Tx {
         self.query_opt(sql, params)?
             .ok_or_else(|| StoreError::Corrupt(format!("no row from {sql}")))
     }
+}
+
+/// `($1, ..., $w), ($w+1, ...)` for `rows` rows of `width` parameters.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(rows * width * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            let _ = write!(
+                sql,
+                "{}${}",
+                if col == 0 { "" } else { ", " },
+                row * width + col + 1
+            );
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 // ---- SQLite: rusqlite on the write thread ----
@@ -168,6 +200,26 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<(), rusq
 impl Tx for SqliteTx<'_> {
     fn is_postgres(&self) -> bool {
         false
+    }
+
+    fn insert_rows(
+        &mut self,
+        head: &str,
+        tail: &str,
+        width: usize,
+        params: &[Value],
+    ) -> Result<(), StoreError> {
+        if width == 0 {
+            return Ok(());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{head} VALUES {}{tail}", placeholders(1, width)))?;
+        for row in params.chunks(width) {
+            bind(&mut stmt, row)?;
+            stmt.raw_execute()?;
+        }
+        Ok(())
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
@@ -246,9 +298,96 @@ fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
     Ok(Row(row))
 }
 
+/// One column of an `UNNEST` insert: the rows' values of one position, as a typed array.
+enum PgColumn {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
+    Blob(Vec<Option<Vec<u8>>>),
+    Bool(Vec<Option<bool>>),
+}
+
+impl PgColumn {
+    fn of(first: &Value, rows: usize) -> PgColumn {
+        match first {
+            Value::Int(_) => PgColumn::Int(Vec::with_capacity(rows)),
+            Value::Text(_) => PgColumn::Text(Vec::with_capacity(rows)),
+            Value::Blob(_) => PgColumn::Blob(Vec::with_capacity(rows)),
+            Value::Bool(_) => PgColumn::Bool(Vec::with_capacity(rows)),
+        }
+    }
+
+    fn array_type(&self) -> &'static str {
+        match self {
+            PgColumn::Int(_) => "int8[]",
+            PgColumn::Text(_) => "text[]",
+            PgColumn::Blob(_) => "bytea[]",
+            PgColumn::Bool(_) => "bool[]",
+        }
+    }
+
+    fn push(&mut self, v: &Value) -> Result<(), StoreError> {
+        match (self, v) {
+            (PgColumn::Int(c), Value::Int(v)) => c.push(*v),
+            (PgColumn::Text(c), Value::Text(v)) => c.push(v.clone()),
+            (PgColumn::Blob(c), Value::Blob(v)) => c.push(v.clone()),
+            (PgColumn::Bool(c), Value::Bool(v)) => c.push(*v),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "an insert's rows do not have the same column types".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Tx for PgTx<'_> {
     fn is_postgres(&self) -> bool {
         true
+    }
+
+    /// One statement for any number of rows: each column goes as one array and `UNNEST` turns
+    /// them back into rows. The statement's text does not depend on the row count, so it is
+    /// prepared once per connection.
+    fn insert_rows(
+        &mut self,
+        head: &str,
+        tail: &str,
+        width: usize,
+        params: &[Value],
+    ) -> Result<(), StoreError> {
+        if width == 0 || params.is_empty() {
+            return Ok(());
+        }
+        let rows = params.len() / width;
+        let mut columns: Vec<PgColumn> = params[..width]
+            .iter()
+            .map(|v| PgColumn::of(v, rows))
+            .collect();
+        for row in params.chunks(width) {
+            for (column, v) in columns.iter_mut().zip(row) {
+                column.push(v)?;
+            }
+        }
+        let arrays = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", i + 1, c.array_type()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("{head} SELECT * FROM UNNEST({arrays}){tail}");
+        let mut q = sqlx::query(&sql);
+        for c in columns {
+            q = match c {
+                PgColumn::Int(v) => q.bind(v),
+                PgColumn::Text(v) => q.bind(v),
+                PgColumn::Blob(v) => q.bind(v),
+                PgColumn::Bool(v) => q.bind(v),
+            };
+        }
+        let conn = &mut *self.conn;
+        self.runtime.block_on(q.execute(conn))?;
+        Ok(())
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
