@@ -1,7 +1,7 @@
 //! The access log's Merkle tree and its checkpoints in the database (migration 0006).
 //!
 //! `log_tree` holds every complete tree node in tlog's stored-hash layout; the writer appends a
-//! batch's leaves in the batch's own transaction ([`append_leaves`]), so the log order and the
+//! batch's leaves in the batch's own transaction (`write_thread.rs`), so the log order and the
 //! tree order are one. Nothing here updates or deletes a tree row. `log_checkpoints` holds the
 //! signed notes; witness cosignatures are added to a note when they arrive.
 

@@ -129,6 +129,14 @@ impl Cols for Row {
     }
 }
 
+/// One insert of [`Tx::insert_all`]: `{head} VALUES …{tail}` for rows of `width` values.
+pub(crate) struct Rows<'a> {
+    pub(crate) head: &'a str,
+    pub(crate) tail: &'a str,
+    pub(crate) width: usize,
+    pub(crate) params: Vec<Value>,
+}
+
 /// The open write transaction. Statements use `$1, $2, …` placeholders in ascending order of
 /// first use (SQLite numbers `$n` names in order of appearance).
 pub(crate) trait Tx {
@@ -149,6 +157,14 @@ pub(crate) trait Tx {
         width: usize,
         params: &[Value],
     ) -> Result<(), StoreError>;
+
+    /// Several inserts, in as few round trips as the database allows (PostgreSQL: one).
+    fn insert_all(&mut self, inserts: Vec<Rows<'_>>) -> Result<(), StoreError> {
+        for r in inserts {
+            self.insert_rows(r.head, r.tail, r.width, &r.params)?;
+        }
+        Ok(())
+    }
 
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, params)?.into_iter().next())
@@ -356,26 +372,55 @@ impl Tx for PgTx<'_> {
         width: usize,
         params: &[Value],
     ) -> Result<(), StoreError> {
-        if width == 0 || params.is_empty() {
-            return Ok(());
-        }
-        let rows = params.len() / width;
-        let mut columns: Vec<PgColumn> = params[..width]
+        self.insert_all(vec![Rows {
+            head,
+            tail,
+            width,
+            params: params.to_vec(),
+        }])
+    }
+
+    /// All the inserts in one statement: each but the last as a data-modifying `WITH` query.
+    fn insert_all(&mut self, inserts: Vec<Rows<'_>>) -> Result<(), StoreError> {
+        let mut parts = Vec::new();
+        let mut columns: Vec<PgColumn> = Vec::new();
+        for r in inserts
             .iter()
-            .map(|v| PgColumn::of(v, rows))
-            .collect();
-        for row in params.chunks(width) {
-            for (column, v) in columns.iter_mut().zip(row) {
-                column.push(v)?;
+            .filter(|r| r.width > 0 && !r.params.is_empty())
+        {
+            let rows = r.params.len() / r.width;
+            let first = columns.len();
+            columns.extend(r.params[..r.width].iter().map(|v| PgColumn::of(v, rows)));
+            for row in r.params.chunks(r.width) {
+                for (column, v) in columns[first..].iter_mut().zip(row) {
+                    column.push(v)?;
+                }
             }
+            let arrays = columns[first..]
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("${}::{}", first + i + 1, c.array_type()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            parts.push(format!(
+                "{} SELECT * FROM UNNEST({arrays}){}",
+                r.head, r.tail
+            ));
         }
-        let arrays = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}", i + 1, c.array_type()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("{head} SELECT * FROM UNNEST({arrays}){tail}");
+        let Some(last) = parts.pop() else {
+            return Ok(());
+        };
+        let sql = if parts.is_empty() {
+            last
+        } else {
+            let with = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("i{i} AS ({p})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("WITH {with} {last}")
+        };
         let mut q = sqlx::query(&sql);
         for c in columns {
             q = match c {

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use crate::mutate::apply_request;
 use crate::register_run;
 use crate::rows::{hash32, json, micros};
-use crate::tx::{Cols, PgTx, SqliteTx, Tx, Value};
+use crate::tx::{Cols, PgTx, Rows, SqliteTx, Tx, Value};
 use crate::writer::finalise_record;
 use crate::{
     AlertDraft, AlertKind, Committed, Mutation, Outcome, Rejection, StoreError, WriteRequest,
@@ -482,17 +482,19 @@ fn apply_batch(
         });
         records.push(record);
     }
-    insert_records(tx, &records)?;
-    // Issue 14: the records' Merkle leaves, in this same transaction.
-    let frontier = append_leaves(tx, &records, cached)?;
+    // The records, their subject index and their Merkle leaves (issue 14), in this same
+    // transaction; on PostgreSQL in one statement.
+    let [log, subjects] = record_rows(&records)?;
+    let (leaves, frontier) = leaf_rows(tx, &records, cached)?;
+    tx.insert_all(vec![log, subjects, leaves])?;
     if tx.is_postgres() {
+        // The new head, and the wake-up for other replicas' watchers (delivered on commit).
         tx.execute(
-            "UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[(seq as i64).into(), prev.to_vec().into()],
+            &format!(
+                "WITH h AS (UPDATE log_head SET seq = $1, hash = $2 WHERE id = 1) SELECT pg_notify('{CHANGES_CHANNEL}', 'c') WHERE $3"
+            ),
+            &[(seq as i64).into(), prev.to_vec().into(), notify.into()],
         )?;
-        if notify {
-            tx.execute(&format!("SELECT pg_notify('{CHANGES_CHANNEL}', 'c')"), &[])?;
-        }
     }
     Ok((out, frontier))
 }
@@ -520,8 +522,8 @@ fn head(tx: &mut dyn Tx) -> Result<(u64, [u8; 32]), StoreError> {
     }
 }
 
-/// Inserts a batch's records (already chained, in seq order) and their subject index rows.
-fn insert_records(tx: &mut dyn Tx, records: &[AccessRecord]) -> Result<(), StoreError> {
+/// The inserts of a batch's records (already chained, in seq order) and their subject index rows.
+fn record_rows(records: &[AccessRecord]) -> Result<[Rows<'static>; 2], StoreError> {
     const COLUMNS: usize = 22;
     let mut params: Vec<Value> = Vec::with_capacity(records.len() * COLUMNS);
     for r in records {
@@ -551,12 +553,12 @@ fn insert_records(tx: &mut dyn Tx, records: &[AccessRecord]) -> Result<(), Store
             r.hash.to_vec().into(),
         ]);
     }
-    tx.insert_rows(
-        "INSERT INTO access_log (seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, flagged, trace_id, span_id, object_id, prev_hash, hash)",
-        "",
-        COLUMNS,
-        &params,
-    )?;
+    let records_rows = Rows {
+        head: "INSERT INTO access_log (seq, time, agency_oin, role, actor_id, action, subjects, household_id, purpose, basis, decision, reason, status_code, request_id, cert_fingerprint, justification, flagged, trace_id, span_id, object_id, prev_hash, hash)",
+        tail: "",
+        width: COLUMNS,
+        params,
+    };
     let mut subjects: Vec<Value> = Vec::new();
     for r in records {
         for s in &r.draft.subjects {
@@ -566,12 +568,15 @@ fn insert_records(tx: &mut dyn Tx, records: &[AccessRecord]) -> Result<(), Store
             }
         }
     }
-    tx.insert_rows(
-        "INSERT INTO access_log_subjects (subject, seq)",
-        " ON CONFLICT DO NOTHING",
-        2,
-        &subjects,
-    )
+    Ok([
+        records_rows,
+        Rows {
+            head: "INSERT INTO access_log_subjects (subject, seq)",
+            tail: " ON CONFLICT DO NOTHING",
+            width: 2,
+            params: subjects,
+        },
+    ])
 }
 
 /// The stored tree's frontier at `size` leaves; an error when the tree lacks a node there.
@@ -607,15 +612,21 @@ fn stored_frontier(tx: &mut dyn Tx, size: u64) -> Result<Frontier, StoreError> {
     Frontier::from_hashes(size, &hashes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Appends the leaves of a batch's records (in seq order, directly after the tree's current
-/// size) in the open transaction; returns the frontier after them.
-fn append_leaves(
+/// The tree rows of a batch's records' leaves (in seq order, directly after the tree's current
+/// size), and the frontier after them.
+fn leaf_rows(
     tx: &mut dyn Tx,
     records: &[AccessRecord],
     cached: Option<Frontier>,
-) -> Result<Frontier, StoreError> {
+) -> Result<(Rows<'static>, Frontier), StoreError> {
     let Some(first) = records.first() else {
-        return Ok(cached.unwrap_or_default());
+        let empty = Rows {
+            head: "INSERT INTO log_tree (idx, hash)",
+            tail: "",
+            width: 2,
+            params: Vec::new(),
+        };
+        return Ok((empty, cached.unwrap_or_default()));
     };
     let size = first.seq - 1;
     let mut f = match cached {
@@ -629,8 +640,13 @@ fn append_leaves(
             params.push(h.to_vec().into());
         }
     }
-    tx.insert_rows("INSERT INTO log_tree (idx, hash)", "", 2, &params)?;
-    Ok(f)
+    let rows = Rows {
+        head: "INSERT INTO log_tree (idx, hash)",
+        tail: "",
+        width: 2,
+        params,
+    };
+    Ok((rows, f))
 }
 
 /// Whether an error says the database cannot take writes for now (no space, I/O, lost connection,
