@@ -213,19 +213,31 @@ impl ApiError {
     }
 }
 
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
+impl ApiError {
+    fn of_rejection(r: &Rejection) -> ApiError {
         match r {
-            Rejection::NotFound(m) => ApiError::NotFound(m),
-            Rejection::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
-            Rejection::PermissionDenied(reason) => ApiError::denied(reason),
+            Rejection::NotFound(m) => ApiError::NotFound(m.clone()),
+            Rejection::FailedPrecondition(m) => ApiError::FailedPrecondition(m.clone()),
+            Rejection::PermissionDenied(reason) => ApiError::denied(*reason),
             Rejection::RequestIdReused => ApiError::RequestIdReused,
             Rejection::CoordinatorNotEligible => ApiError::CoordinatorNotEligible,
-            Rejection::StatementFailed(m) => {
-                tracing::error!(error = %m, "a statement failed; this call changed nothing");
-                ApiError::NotStored
-            }
+            Rejection::StatementFailed(_) => ApiError::NotStored,
         }
+    }
+}
+
+/// The gRPC code a call the store refused ends with: what its access-log record says. Given to
+/// the store at open (`StoreOptions::status_of`), so the record and the answer cannot differ.
+pub fn rejection_status(r: &Rejection) -> i32 {
+    ApiError::of_rejection(r).code() as i32
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        if let Rejection::StatementFailed(m) = &r {
+            tracing::error!(error = %m, "a statement failed; this call changed nothing");
+        }
+        ApiError::of_rejection(&r)
     }
 }
 

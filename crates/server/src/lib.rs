@@ -122,6 +122,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningGatew
         &config.database_url(),
         StoreOptions {
             min_free_bytes: config.server.min_free_disk_mib.saturating_mul(1024 * 1024),
+            status_of: error::rejection_status,
             ..StoreOptions::default()
         },
     )

@@ -91,6 +91,19 @@ pub struct StoreOptions {
     /// Open for reading only (`audit verify --database`): no migrations, no tree catch-up, and
     /// SQLite opened read-only. Writes through such a store fail.
     pub read_only: bool,
+    /// The status code a refused call ends with, written into its record. The store does not
+    /// know the transport's codes: the server supplies its own mapping.
+    pub status_of: StatusOf,
+}
+
+/// How the transport names the end of a call the store refused (see [`StoreOptions::status_of`]).
+pub type StatusOf = fn(&Rejection) -> i32;
+
+/// The status of a refused write made without a server (store-level tests, tools): none.
+pub const NO_TRANSPORT_STATUS: i32 = -1;
+
+fn no_transport_status(_: &Rejection) -> i32 {
+    NO_TRANSPORT_STATUS
 }
 
 impl Default for StoreOptions {
@@ -101,6 +114,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             min_free_bytes: 64 * 1024 * 1024,
             read_only: false,
+            status_of: no_transport_status,
         }
     }
 }

@@ -166,17 +166,6 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The gRPC status code the call ends with.
-    pub fn status_code(&self) -> i32 {
-        match self {
-            Rejection::RequestIdReused => 3,
-            Rejection::NotFound(_) => 5,
-            Rejection::PermissionDenied(_) => 7,
-            Rejection::FailedPrecondition(_) | Rejection::CoordinatorNotEligible => 9,
-            Rejection::StatementFailed(_) => 13,
-        }
-    }
-
     /// The reason written to the access log.
     pub fn log_reason(&self) -> String {
         match self {

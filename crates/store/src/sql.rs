@@ -183,7 +183,7 @@ impl SqlBackend {
                 let _ = conn.close().await;
             }
             drop(guard);
-            backend.write_thread = Some(WriteThread::spawn(target)?);
+            backend.write_thread = Some(WriteThread::spawn(target, options.status_of)?);
         }
         Ok(backend)
     }

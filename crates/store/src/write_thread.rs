@@ -33,7 +33,8 @@ use crate::rows::{hash32, json, micros};
 use crate::tx::{Cols, PgTx, Rows, SqliteTx, Tx, Value};
 use crate::writer::finalise_record;
 use crate::{
-    AlertDraft, AlertKind, Committed, Mutation, Outcome, Rejection, StoreError, WriteRequest,
+    AlertDraft, AlertKind, Committed, Mutation, Outcome, Rejection, StatusOf, StoreError,
+    WriteRequest,
 };
 
 pub(crate) const CHANGES_CHANNEL: &str = "signaalpoort_changes";
@@ -71,7 +72,7 @@ pub(crate) struct WriteThread {
 impl WriteThread {
     /// Starts the thread. It connects lazily (on the first batch), so a database that is down at
     /// start fails that batch as unavailable instead of the thread.
-    pub(crate) fn spawn(target: Target) -> Result<WriteThread, StoreError> {
+    pub(crate) fn spawn(target: Target, status_of: StatusOf) -> Result<WriteThread, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| StoreError::Unavailable(format!("no async runtime: {e}")))?;
@@ -90,6 +91,7 @@ impl WriteThread {
                     conn: None,
                     frontier: None,
                     checkpoints,
+                    status_of,
                 };
                 while let Ok(job) = queue.recv() {
                     match job {
@@ -231,6 +233,8 @@ struct State {
     frontier: Option<Frontier>,
     /// SQLite: nudged after each commit; copies the WAL into the database off this thread.
     checkpoints: Option<Checkpointer>,
+    /// The server's status code for a refused call (the store does not know the codes).
+    status_of: StatusOf,
 }
 
 impl State {
@@ -325,8 +329,9 @@ impl State {
                 Some(Ok(_)) => {}
             }
             let cached = self.frontier.clone();
+            let status_of = self.status_of;
             let Some(attempt) =
-                self.with_tx(|tx| apply_batch(tx, batch, &failed, cached, set_runs))
+                self.with_tx(|tx| apply_batch(tx, batch, &failed, cached, set_runs, status_of))
             else {
                 return Err(StoreError::Closed);
             };
@@ -405,6 +410,7 @@ fn apply_batch(
     failed: &BTreeMap<usize, String>,
     cached: Option<Frontier>,
     set_runs: bool,
+    status_of: StatusOf,
 ) -> Result<(Vec<Committed>, Frontier), BatchError> {
     let (mut seq, mut prev) = head(tx)?;
     // Each request's outcome, in batch order: runs of new signals as a set where they are the
@@ -442,7 +448,7 @@ fn apply_batch(
     let mut records = Vec::with_capacity(batch.len());
     let mut notify = false;
     for (req, (outcome, replayed)) in batch.iter().zip(outcomes) {
-        let draft = finalise_record(&req.record, &outcome, replayed);
+        let draft = finalise_record(&req.record, &outcome, replayed, status_of);
         seq += 1;
         let record = AccessRecord::chain(seq, prev, draft)?;
         prev = record.hash;

@@ -119,13 +119,18 @@ fn touched_streams(requests: &[WriteRequest]) -> (bool, bool) {
 
 /// The record as it is committed: the server's draft, corrected by what the state change found.
 /// Shared by both backends so the log reads the same on either.
-pub fn finalise_record(draft: &RecordDraft, outcome: &Outcome, replayed: bool) -> RecordDraft {
+pub fn finalise_record(
+    draft: &RecordDraft,
+    outcome: &Outcome,
+    replayed: bool,
+    status_of: crate::StatusOf,
+) -> RecordDraft {
     let mut record = draft.clone();
     match outcome {
         Err(rejection) => {
             // Every refused call is a denial in the log, whatever its code (NOT_FOUND included).
             record.decision = DecisionCode::Deny;
-            record.status_code = rejection.status_code();
+            record.status_code = status_of(rejection);
             record.reason = rejection.log_reason();
         }
         Ok(Effect::SignalRegistered { signal, .. }) => {

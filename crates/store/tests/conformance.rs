@@ -12,7 +12,7 @@ use signaalpoort_core::consent::{ConsentGiver, ConsentRecord};
 use signaalpoort_core::{Category, ContactPoint, Oin, Purpose, Role, SubjectPseudonym};
 use signaalpoort_store::{
     Committed, Effect, HouseholdMember, Idempotency, Mutation, NotificationKind, Rejection, Store,
-    StoreOptions, WriteRequest,
+    StoreOptions, WriteRequest, NO_TRANSPORT_STATUS,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -185,6 +185,16 @@ async fn signals_match_and_end(store: &Store) {
     )
     .await;
     assert!(matches!(foreign.outcome, Err(Rejection::NotFound(_))));
+    // The refusal is in its record; the status code is the transport's to name (none here).
+    let record = store
+        .read()
+        .export_log(foreign.seq, foreign.seq, 1)
+        .await
+        .expect("record")
+        .remove(0);
+    assert_eq!(record.draft.decision, DecisionCode::Deny);
+    assert_eq!(record.draft.reason, "NOT_FOUND");
+    assert_eq!(record.draft.status_code, NO_TRANSPORT_STATUS);
     let withdrawn = exec(
         store,
         Mutation::WithdrawSignal {
