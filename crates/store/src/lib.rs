@@ -11,6 +11,9 @@
 //! Reads go straight to the backend's read pool.
 
 mod backend;
+mod bulk;
+mod files;
+mod listener;
 mod merkle;
 mod model;
 mod mutate;

@@ -26,62 +26,13 @@ use tokio::sync::{watch, Mutex};
 
 use crate::mutate::{coordination_row, COORDINATION_SQL, ENDED_GRACE, HOUSEHOLD_SIGNALS_SQL};
 use crate::rows::*;
-use crate::write_thread::{Target, WriteThread, CHANGES_CHANNEL};
+use crate::write_thread::{Target, WriteThread};
 use crate::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Sqlite,
     Postgres,
-}
-
-/// Checks, before any connection is tried, that the SQLite file can be created or opened for
-/// writing, so a missing, read-only or unwritable data directory is named with its cause at once
-/// (not as a pool timeout). The file is made readable by its owner only.
-fn usable_database_file(path: &std::path::Path) -> Result<(), StoreError> {
-    let fail = |p: &std::path::Path, cause: String| StoreError::DataDir {
-        path: p.display().to_string(),
-        cause,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail(dir, format!("cannot create it: {e}")))?;
-        let probe = dir.join(".signaalpoort-write-check");
-        std::fs::write(&probe, b"").map_err(|e| {
-            fail(
-                dir,
-                format!("cannot write in it (SQLite needs to, for its journal): {e}"),
-            )
-        })?;
-        let _ = std::fs::remove_file(&probe);
-    }
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| {
-            fail(
-                path,
-                format!("cannot open the database file for writing: {e}"),
-            )
-        })?;
-    if !existed {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| fail(path, format!("cannot restrict its permissions: {e}")))?;
-    }
-    Ok(())
-}
-
-/// Free bytes for unprivileged writers on the file system holding `dir`.
-fn free_bytes(dir: &std::path::Path) -> Result<u64, StoreError> {
-    let st = rustix::fs::statvfs(dir).map_err(|e| StoreError::DataDir {
-        path: dir.display().to_string(),
-        cause: format!("cannot read its free space: {e}"),
-    })?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 pub(crate) struct SqlBackend {
@@ -116,7 +67,7 @@ impl SqlBackend {
                 let mode = if options.read_only {
                     "ro"
                 } else {
-                    usable_database_file(std::path::Path::new(path))?;
+                    crate::files::usable_database_file(std::path::Path::new(path))?;
                     "rwc"
                 };
                 let dir = std::path::Path::new(path)
@@ -379,7 +330,7 @@ impl Reader for SqlBackend {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.read).await?;
         if let Some(dir) = &self.sqlite_dir {
-            let free = free_bytes(dir)?;
+            let free = crate::files::free_bytes(dir)?;
             if free < self.options.min_free_bytes {
                 return Err(StoreError::Unavailable(format!(
                     "only {} MiB free on the file system of {}, below the {} MiB kept in reserve; free space before writes fail",
@@ -797,55 +748,9 @@ impl Backend for SqlBackend {
     }
 
     fn spawn_change_listener(&self, changes: watch::Sender<ChangeCursor>) {
-        if self.dialect != Dialect::Postgres {
-            return;
+        if self.dialect == Dialect::Postgres {
+            crate::listener::spawn(self.url.clone(), self.closed.subscribe(), changes);
         }
-        let url = self.url.clone();
-        let mut closed = self.closed.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let connected = tokio::select! {
-                    c = sqlx::postgres::PgListener::connect(&url) => c,
-                    _ = closed.wait_for(|c| *c) => return,
-                };
-                match connected {
-                    Ok(mut listener) => {
-                        if listener.listen(CHANGES_CHANNEL).await.is_ok() {
-                            // (Re)connected: anything may have happened meanwhile; watchers re-read.
-                            changes.send_modify(|c| {
-                                c.notification += 1;
-                                c.alert += 1;
-                            });
-                            loop {
-                                tokio::select! {
-                                    received = listener.recv() => {
-                                        if let Err(e) = received {
-                                            tracing::warn!(error = %e, "change listener lost its PostgreSQL connection; reconnecting");
-                                            break;
-                                        }
-                                        changes.send_modify(|c| {
-                                            c.notification += 1;
-                                            c.alert += 1;
-                                        });
-                                    }
-                                    _ = closed.wait_for(|c| *c) => return,
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change listener cannot connect; retrying")
-                    }
-                }
-                if changes.is_closed() {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = closed.wait_for(|c| *c) => return,
-                }
-            }
-        });
     }
 
     async fn close(&self) {
@@ -883,86 +788,6 @@ impl Backend for SqlBackend {
     ) -> Result<(), StoreError> {
         let mut guard = self.write.lock().await;
         let conn = self.writer(&mut guard).await?;
-        let mut tx = conn.begin().await?;
-        for chunk in households.chunks(500) {
-            let mut sql = String::from("INSERT INTO households (id, agency_oin, household_ref, declared_at, dissolved_at) VALUES ");
-            for i in 0..chunk.len() {
-                let b = i * 4;
-                sql.push_str(&format!(
-                    "{}(${}, ${}, ${}, ${}, NULL)",
-                    if i > 0 { ", " } else { "" },
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4
-                ));
-            }
-            let mut q = sqlx::query(&sql);
-            for (id, reference, agency, _) in chunk {
-                q = q
-                    .bind(id.clone())
-                    .bind(agency.to_string())
-                    .bind(reference.clone())
-                    .bind(micros(OffsetDateTime::now_utc()));
-            }
-            q.execute(&mut *tx).await?;
-            let members: Vec<(&String, &HouseholdMember)> = chunk
-                .iter()
-                .flat_map(|(id, _, _, ms)| ms.iter().map(move |m| (id, m)))
-                .collect();
-            for part in members.chunks(1000) {
-                let mut sql = String::from(
-                    "INSERT INTO household_members (household_id, subject, protected) VALUES ",
-                );
-                for i in 0..part.len() {
-                    let b = i * 3;
-                    sql.push_str(&format!(
-                        "{}(${}, ${}, ${})",
-                        if i > 0 { ", " } else { "" },
-                        b + 1,
-                        b + 2,
-                        b + 3
-                    ));
-                }
-                let mut q = sqlx::query(&sql);
-                for (id, m) in part {
-                    q = q
-                        .bind((*id).clone())
-                        .bind(m.subject.as_bytes().to_vec())
-                        .bind(m.protected);
-                }
-                q.execute(&mut *tx).await?;
-            }
-        }
-        for chunk in signals.chunks(500) {
-            let mut sql = format!("INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ");
-            for i in 0..chunk.len() {
-                let b = i * 11;
-                let ps: Vec<String> = (1..=11).map(|k| format!("${}", b + k)).collect();
-                sql.push_str(&format!(
-                    "{}({})",
-                    if i > 0 { ", " } else { "" },
-                    ps.join(", ")
-                ));
-            }
-            let mut q = sqlx::query(&sql);
-            for s in chunk {
-                q = q
-                    .bind(s.id.clone())
-                    .bind(s.agency.to_string())
-                    .bind(s.subject.as_bytes().to_vec())
-                    .bind(s.category.code())
-                    .bind(s.contact.team.clone())
-                    .bind(s.contact.phone.clone())
-                    .bind(s.contact.email.clone())
-                    .bind(micros(s.registered_at))
-                    .bind(micros(s.refreshed_at))
-                    .bind(micros(s.expires_at))
-                    .bind(s.withdrawn_at.map(micros));
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        crate::bulk::load(conn, households, signals).await
     }
 }
